@@ -1,0 +1,106 @@
+"""Shared config pieces: the base config every experiment starts from, model presets, and the
+logical-axis rules. Experiment files call `base_config()` and override what they change.
+
+Config arguments (`--config=configs/x.py:ARG`) are comma-separated words or key=value pairs:
+`st_transformer`, `unet3d,tiny`, `backbone=unet3d,size=base`.
+"""
+
+import ml_collections
+
+BACKBONES = ('unet3d',)
+SIZES = ('tiny', 'quickstart', 'base', 'large')
+
+# Logical axis -> mesh axes. Params: FSDP shards `embed`/`conv_in`, tensor parallelism shards
+# `mlp`/`heads`/`conv_out`. Activations: batch over data x fsdp, frames over `time`, rows over
+# `space`; spatial ops regroup frames over time x space, temporal ops rows over space x time.
+RULES = (
+    ('act_batch', ('data', 'fsdp')),
+    ('act_time', 'time'),
+    ('act_height', 'space'),
+    ('act_width', None),
+    ('act_embed', 'tensor'),
+    ('act_heads', 'tensor'),
+    ('act_frames', ('time', 'space')),
+    ('act_rows', ('space', 'time')),
+    ('embed', 'fsdp'),
+    ('mlp', 'tensor'),
+    ('heads', 'tensor'),
+    ('kv', None),
+    ('conv_in', 'fsdp'),
+    ('conv_out', 'tensor'),
+    ('vocab', 'tensor'),
+)
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'st_transformer,tiny' or 'backbone=unet3d,size=base' -> ConfigDict(backbone=..., size=...)."""
+  out = dict(defaults)
+  for word in filter(None, (arg or '').split(',')):
+    if '=' in word:
+      key, value = word.split('=', 1)
+      if key not in out:
+        raise ValueError(f'unknown config argument {key!r}; known: {sorted(out)}')
+      out[key] = type(defaults[key])(value) if defaults[key] is not None else value
+    elif word in BACKBONES:
+      out['backbone'] = word
+    elif word in SIZES:
+      out['size'] = word
+    else:
+      raise ValueError(f'unknown config argument {word!r}; use one of {BACKBONES + SIZES} '
+                       f'or key=value with keys {sorted(out)}')
+  return ml_collections.ConfigDict(out)
+
+
+def text_config(size: str) -> ml_collections.ConfigDict:
+  width, depth = {'tiny': (32, 1), 'quickstart': (64, 2), 'base': (256, 4), 'large': (512, 6)}[size]
+  return ml_collections.ConfigDict(dict(vocab_size=4096, width=width, depth=depth,
+                                        num_heads=max(1, width // 32), max_len=16))
+
+
+def unet3d_config(size: str) -> ml_collections.ConfigDict:
+  """3D U-Net presets. tiny: tests; quickstart: CPU minutes; base ~100M+; large ~1B."""
+  presets = {
+      'tiny': dict(channels=(16, 32), attention_levels=(False, True), head_dim=16, groups=4),
+      'quickstart': dict(channels=(32, 64, 128), attention_levels=(False, True, True)),
+      'base': dict(channels=(128, 256, 512, 512), attention_levels=(False, True, True, True),
+                   num_res_blocks=2, head_dim=64),
+      'large': dict(channels=(256, 512, 1024, 1024), attention_levels=(False, True, True, True),
+                    num_res_blocks=3, head_dim=64),
+  }[size]
+  levels = len(presets['channels'])
+  model = dict(name='unet3d', dtype='float32', cond_dim=4 * presets['channels'][0],
+               text=text_config(size), channels=presets['channels'],
+               num_res_blocks=presets.get('num_res_blocks', 1),
+               attention_levels=presets['attention_levels'],
+               temporal_attention_levels=(True,) * levels,
+               temporal_downsample=(False,) * levels, conv='2plus1d',
+               patch_size=presets.get('patch_size', (1, 1, 1)),
+               head_dim=presets.get('head_dim', 32), groups=presets.get('groups', 8),
+               dropout=0.0, temporal_window=None)
+  return ml_collections.ConfigDict(model)
+
+
+def model_config(backbone: str, size: str) -> ml_collections.ConfigDict:
+  return {'unet3d': unet3d_config}[backbone](size)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a training config has, with defaults for a small run."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      source='synthetic', seed=0, num_frames=8, frame_stride=2, resolution=32,
+      num_threads=4, prefetch=64, workers=0,
+      synthetic=dict(num_videos=100_000, eval_videos=32, length=32, max_objects=1,
+                     motion='constant')))
+  c.model = unet3d_config('quickstart')
+  c.diffusion = ml_collections.ConfigDict(dict(
+      schedule='cosine', shift=1.0, prediction='v', prompt_dropout=0.1))
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=1000, batch_size=8, learning_rate=1e-3, warmup_steps=100, weight_decay=0.0,
+      grad_clip=1.0, ema_decay=0.995, log_every=25, eval_every=250, checkpoint_every=250,
+      keep_checkpoints=3))
+  c.sample = ml_collections.ConfigDict(dict(
+      num_prompts=8, steps=50, guidance=3.0, eta=0.0, fps=8, seed=0, batch_size=8))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, time=1, space=1, tensor=1, rules=RULES))
+  return c

@@ -1,0 +1,101 @@
+"""The commands as a user runs them: end to end, resume, sample, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+TINY = 'configs/quickstart.py:unet3d,tiny'
+
+
+def run(module, *args, devices=8):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=900, check=False)
+
+
+def assert_one_line_error(result, *fragments):
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith('vidiff: error:')]
+  assert len(lines) == 1, result.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.slow
+def test_train_sharded_resume_and_sample(tmp_path):
+  workdir = tmp_path / 'run'
+  mesh = ['--config.mesh.data=2', '--config.mesh.fsdp=2', '--config.mesh.time=2']
+  result = run('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh)
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert "'data': 2, 'fsdp': 2, 'time': 2" in result.stderr
+  samples = workdir / 'samples' / 'step_4'
+  assert len(list(samples.glob('*.mp4'))) == 2 and len(list(samples.glob('*.gif'))) == 2
+  assert (samples / 'grid.png').stat().st_size > 0
+  videos = np.load(samples / 'samples.npz')['videos']
+  assert videos.shape == (2, 4, 16, 16, 3) and videos.dtype == np.uint8
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert {'train/loss', 'eval/loss', 'sample/color', 'perf/steps_per_sec'} <= {k for r in rows for k in r}
+  assert list(workdir.glob('events.out.tfevents.*'))
+  assert (workdir / 'checkpoints' / '4').is_dir()
+
+  result = run('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh,
+               '--config.train.num_steps=6', '--config.sample.num_prompts=0')
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert 'resuming at step 4' in result.stderr
+  assert (workdir / 'checkpoints' / '6').is_dir()
+
+  out = tmp_path / 'out.gif'
+  result = run('vidiff.sample', f'--workdir={workdir}', '--prompt=a blue square moving up',
+               '--num_frames=6', f'--output={out}', '--steps=3')
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert out.stat().st_size > 0 and (tmp_path / 'out_grid.png').exists()
+
+
+def test_unknown_config_field():
+  result = run('vidiff.main', f'--config={TINY}', '--workdir=/tmp/x', '--config.train.num_stepz=3')
+  assert_one_line_error(result, 'num_stepz', 'num_steps')
+
+
+def test_missing_config_file():
+  result = run('vidiff.main', '--config=configs/nope.py', '--workdir=/tmp/x')
+  assert_one_line_error(result, 'configs/nope.py')
+
+
+def test_workdir_parent_must_exist():
+  result = run('vidiff.main', f'--config={TINY}', '--workdir=/nonexistent/parent/run')
+  assert_one_line_error(result, '/nonexistent/parent', 'does not exist')
+
+
+def test_mesh_must_divide_the_batch(tmp_path):
+  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}',
+               '--config.mesh.data=8', '--config.train.batch_size=6')
+  assert_one_line_error(result, 'train.batch_size', 'divisible by 8')
+
+
+def test_mesh_must_match_device_count(tmp_path):
+  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}', '--config.mesh.data=3')
+  assert_one_line_error(result, '8 are available')
+
+
+def test_frames_the_model_cannot_take(tmp_path):
+  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}',
+               '--config.model.temporal_downsample=(True,False)', '--config.data.num_frames=5')
+  assert_one_line_error(result, 'data.num_frames=5', 'multiples of 2')
+
+
+def test_resolution_the_model_cannot_take(tmp_path):
+  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}', '--config.data.resolution=15')
+  assert_one_line_error(result, 'data.resolution=15', 'multiples of 2')
+
+
+def test_sample_without_checkpoint(tmp_path):
+  result = run('vidiff.sample', f'--workdir={tmp_path}')
+  assert_one_line_error(result, 'no checkpoint')

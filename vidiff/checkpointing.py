@@ -1,0 +1,59 @@
+"""Orbax checkpoints of the train state, the Grain iterator position and the config.
+
+`save` is asynchronous; a step directory only counts once orbax has committed it, so a
+killed run never leaves a half-written checkpoint that `restore` would pick up. If the
+latest checkpoint cannot be read, `restore` warns and falls back to the one before.
+"""
+
+import json
+
+import grain
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+
+def manager(workdir, max_to_keep: int = 3) -> ocp.CheckpointManager:
+  """A CheckpointManager over `workdir/checkpoints` (local path or gs://)."""
+  return ocp.CheckpointManager(
+      epath.Path(workdir) / 'checkpoints',
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=True),
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'data': grain.checkpoint.CheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler()})
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, config) -> None:
+  """Starts an async save of `state`, the iterator position and `config` at `step`."""
+  items = {'state': ocp.args.StandardSave(state), 'config': ocp.args.JsonSave(json.loads(config.to_json_best_effort()))}
+  if data_iterator is not None:
+    items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+  mngr.save(step, args=ocp.args.Composite(**items), force=True)
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, data_iterator=None):
+  """Restores the newest readable checkpoint into `abstract_state`'s shapes and shardings.
+
+  Returns the state (or None if there is no checkpoint); `data_iterator`, if given, is moved
+  to the saved position.
+  """
+  for step in sorted(mngr.all_steps(), reverse=True):
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    try:
+      return mngr.restore(step, args=ocp.args.Composite(**items))['state']
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('checkpoint at step %d is unreadable (%s: %s); trying the previous one.',
+                      step, type(e).__name__, e)
+  return None
+
+
+def saved_config(workdir) -> dict | None:
+  """The config JSON saved with the latest checkpoint of `workdir`, or None."""
+  mngr = ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints',
+                               item_handlers={'config': ocp.JsonCheckpointHandler()})
+  step = mngr.latest_step()
+  return None if step is None else mngr.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore()))['config']

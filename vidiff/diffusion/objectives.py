@@ -1,0 +1,56 @@
+"""Diffusion training objectives: what the model predicts and the loss against it."""
+
+import jax
+import jax.numpy as jnp
+
+from vidiff.diffusion.schedules import Schedule
+from vidiff.errors import check
+
+PREDICTIONS = ('eps', 'v', 'x0')
+
+
+def check_prediction(prediction: str) -> None:
+  check(prediction in PREDICTIONS,
+        f'diffusion.prediction={prediction!r}; use one of {", ".join(PREDICTIONS)}.')
+
+
+def expand(a, x):
+  """Broadcasts a per-example [B] array against x [B, ...]."""
+  return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
+
+
+def target(x0, eps, alpha, sigma, prediction: str):
+  """The regression target for clean x0 [B,...], noise eps, alpha/sigma [B]."""
+  alpha, sigma = expand(alpha, x0), expand(sigma, x0)
+  return {'eps': eps, 'x0': x0, 'v': alpha * eps - sigma * x0}[prediction]
+
+
+def x0_eps(pred, x_t, alpha, sigma, prediction: str):
+  """Recovers (x0_hat, eps_hat) from a model prediction at x_t."""
+  alpha, sigma = expand(alpha, x_t), expand(sigma, x_t)
+  if prediction == 'eps':
+    return (x_t - sigma * pred) / alpha, pred
+  if prediction == 'x0':
+    return pred, (x_t - alpha * pred) / sigma
+  return alpha * x_t - sigma * pred, sigma * x_t + alpha * pred
+
+
+def noisy(x0, rng, schedule: Schedule):
+  """Samples t ~ U(0, 1) and eps ~ N(0, I). Returns (x_t, t [B], eps, alpha [B], sigma [B])."""
+  t_rng, eps_rng = jax.random.split(rng)
+  t = jax.random.uniform(t_rng, (x0.shape[0],))
+  eps = jax.random.normal(eps_rng, x0.shape, x0.dtype)
+  alpha, sigma = schedule.alpha_sigma(t)
+  return expand(alpha, x0) * x0 + expand(sigma, x0) * eps, t, eps, alpha, sigma
+
+
+def diffusion_loss(apply_fn, x0, tokens, rng, schedule: Schedule, prediction: str):
+  """Mean squared error of the model's prediction. apply_fn(x_t, t, tokens) -> prediction.
+
+  Returns (loss scalar, per-example loss [B]).
+  """
+  x_t, t, eps, alpha, sigma = noisy(x0, rng, schedule)
+  pred = apply_fn(x_t, t, tokens)
+  err = jnp.square(pred.astype(jnp.float32) - target(x0, eps, alpha, sigma, prediction))
+  per_example = err.reshape(err.shape[0], -1).mean(-1)
+  return per_example.mean(), per_example

@@ -1,0 +1,56 @@
+"""Scalars and images for TensorBoard (tensorboardX event files) plus a JSONL log.
+
+Only process 0 writes; the others get a writer that does nothing.
+"""
+
+import json
+
+import jax
+import numpy as np
+from etils import epath
+from tqdm import tqdm
+
+
+def say(message: str) -> None:
+  """A status line on the console (process 0 only) that does not break progress bars."""
+  if jax.process_index() == 0:
+    tqdm.write(message)
+
+
+class MetricWriter:
+  """Writes `DIR/events.out.tfevents.*` (TensorBoard) and `DIR/metrics.jsonl`."""
+
+  def __init__(self, logdir, enabled: bool = True):
+    self.enabled = enabled
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(logdir), flush_secs=10)
+      self._jsonl = epath.Path(logdir) / 'metrics.jsonl'
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in values.items()}
+    for key, value in values.items():
+      self._tb.add_scalar(key, value, step)
+    with self._jsonl.open('a') as f:
+      f.write(json.dumps({'step': int(step), **values}) + '\n')
+
+  def image(self, step: int, name: str, image: np.ndarray) -> None:
+    """image: uint8 [H, W, 3]."""
+    if self.enabled:
+      self._tb.add_image(name, image, step, dataformats='HWC')
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
+
+
+def read_jsonl(logdir) -> list[dict]:
+  """All rows written to `logdir/metrics.jsonl`."""
+  path = epath.Path(logdir) / 'metrics.jsonl'
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

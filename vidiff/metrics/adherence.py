@@ -1,0 +1,172 @@
+"""Prompt adherence of generated videos, judged by a simple colour tracker.
+
+The prompts follow the grammar of `vidiff.data.synthetic` ('a red circle moving left and ...').
+Only the FIRST object of a caption is judged:
+
+- 'color': the prompted colour covers at least MIN_AREA_FRACTION (0.4%) of the frame in at
+  least half of the frames (the "present" frames).
+- 'direction': the tracked centroid's displacement, projected on the prompted direction, is
+  positive, at least 5% of the resolution, and larger than the perpendicular component. For
+  'moving' the displacement runs from the first to the last present frame. For 'bouncing'
+  (which reflects off the walls) it runs from the first present frame to the last present frame
+  at most (T - 1) // 4 frames (and at least one) after it, i.e. the initial motion; the
+  caption's direction is the one at frame 0 of the source video, so judge clips that start
+  there.
+- 'shape': the majority vote of `shape_of` over the present frames is the prompted shape
+  (ties go to the earlier of SHAPES).
+- 'all': all three hold.
+
+Pixels within `min_contrast` of the background are background; the others take the colour of
+`COLORS` whose background-to-colour segment passes nearest in RGB, if they are at least half
+way along it (see `color_mask`). The tracker keeps, per frame, the connected components of a
+colour that are at least a quarter as large as its largest one, which ignores stray pixels of
+blurry or noisy samples. Shapes are told apart by template matching (`shape_of`).
+"""
+
+import re
+
+import numpy as np
+from scipy import ndimage
+
+from vidiff.data.synthetic import BACKGROUND, COLORS, DIRECTIONS, MOTION_WORDS, SHAPES, shape_mask
+
+_OBJECT = re.compile(rf'a ({"|".join(COLORS)}) ({"|".join(SHAPES)}) '
+                     rf'({"|".join(MOTION_WORDS.values())}) ({"|".join(DIRECTIONS)})')
+GRAMMAR = (f"'a COLOR SHAPE MOTION DIRECTION' optionally followed by "
+           f"' and a COLOR SHAPE MOTION DIRECTION', with COLOR in {tuple(COLORS)}, SHAPE in "
+           f"{SHAPES}, MOTION in {tuple(MOTION_WORDS.values())}, DIRECTION in {tuple(DIRECTIONS)}")
+MIN_CONTRAST = 60.0  # RGB distance from the background below which a pixel is background
+MIN_LEVEL = 0.5  # fraction of the way from the background to a colour, to count as that colour
+MIN_AREA_FRACTION = 0.004  # of H*W, for a colour to count as present in a frame
+MIN_DISPLACEMENT_FRACTION = 0.05  # of the resolution, for 'direction'
+KEEP_COMPONENT_FRACTION = 0.25  # of the largest component, for `track`
+
+
+def parse_caption(caption: str) -> list[dict]:
+  """Returns [{'color', 'shape', 'motion', 'direction'}, ...], one dict per object phrase."""
+  phrases = caption.strip().lower().rstrip('.').split(' and ')
+  matches = [_OBJECT.fullmatch(' '.join(p.split())) for p in phrases]
+  if len(phrases) > 2 or not all(matches):
+    raise ValueError(f'caption {caption!r} does not parse; expected {GRAMMAR}.')
+  return [dict(zip(('color', 'shape', 'motion', 'direction'), m.groups())) for m in matches]
+
+
+def color_mask(video: np.ndarray, color: str, min_contrast: float = MIN_CONTRAST,
+               min_level: float = MIN_LEVEL) -> np.ndarray:
+  """Returns bool [T,H,W] (or [H,W] for one frame): pixels classified as `color`.
+
+  A pixel within `min_contrast` (RGB distance) of the background is background; any other pixel
+  takes the palette colour c (of COLORS) whose segment from the background to c passes nearest
+  to it in RGB, and belongs to c's mask if its projection on that segment is at least
+  `min_level` of the way to c. Segments rather than points keep the hue of dimmed colours, as
+  on blurred edges (a dark yellow is yellow, not red); `min_level` = 0.5 puts the mask's edge
+  at the half-intensity contour of a blurred object, which preserves its shape.
+  """
+  if color not in COLORS:
+    raise ValueError(f'color must be one of {tuple(COLORS)}, got {color!r}.')
+  background = np.array(BACKGROUND, np.float32)
+  axes = np.array(list(COLORS.values()), np.float32) - background  # [K, 3]
+  pixels = np.asarray(video, np.float32) - background  # [..., 3]
+  lengths = np.sum(axes ** 2, axis=-1)  # [K]
+  dots = pixels @ axes.T  # [..., K]
+  norms = np.sum(pixels ** 2, axis=-1, keepdims=True)  # [..., 1]
+  along = np.clip(dots / lengths, 0, 1)  # position on each segment
+  residual = norms - 2 * along * dots + along ** 2 * lengths  # squared distance to each segment
+  k = list(COLORS).index(color)
+  nearest = np.argmin(residual, axis=-1) == k
+  bright = norms[..., 0] >= min_contrast ** 2
+  return nearest & bright & (along[..., k] >= min_level)
+
+
+def track(video: np.ndarray, color: str) -> tuple[np.ndarray, np.ndarray]:
+  """Returns the centroids float [T,2] (x, y) of `color` (nan where absent) and its areas int [T].
+
+  Per frame, only the connected components at least a quarter the size of the largest count.
+  """
+  return _centroids_and_areas(_main_blobs(color_mask(video, color)))
+
+
+def _centroids_and_areas(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Returns float [T,2] (x, y) centroids (nan for empty frames) and int [T] areas of bool
+  [T,H,W] `masks`."""
+  areas = masks.sum(axis=(1, 2))
+  xs, ys = np.arange(masks.shape[2]), np.arange(masks.shape[1])
+  with np.errstate(invalid='ignore', divide='ignore'):
+    cx = masks.sum(axis=1) @ xs / areas
+    cy = masks.sum(axis=2) @ ys / areas
+  return np.stack([cx, cy], axis=-1), areas.astype(np.int64)
+
+
+def _main_blobs(masks: np.ndarray) -> np.ndarray:
+  """Returns bool [T,H,W]: per frame, the 8-connected components of `masks` that are at least
+  KEEP_COMPONENT_FRACTION as large as the frame's largest one."""
+  structure = np.zeros((3, 3, 3), bool)
+  structure[1] = True  # connect within a frame only
+  labels, count = ndimage.label(masks, structure)
+  if count == 0:
+    return masks
+  sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+  frame_of = np.array([s[0].start for s in ndimage.find_objects(labels)])
+  largest = np.zeros(masks.shape[0], np.int64)
+  np.maximum.at(largest, frame_of, sizes)
+  keep = np.concatenate([[False], sizes >= KEEP_COMPONENT_FRACTION * largest[frame_of]])
+  return keep[labels]
+
+
+def shape_of(mask_frame: np.ndarray) -> str:
+  """Returns the shape ('circle' | 'square' | 'triangle') whose template, fitted to the bounding
+  box of the largest blob of bool [H,W] `mask_frame` (holes filled), overlaps it best (IoU)."""
+  labels, count = ndimage.label(mask_frame, np.ones((3, 3), bool))
+  if count == 0:
+    raise ValueError('shape_of needs a mask with at least one pixel.')
+  blob = labels == 1 + np.argmax(np.bincount(labels.ravel())[1:])
+  rows, cols = np.flatnonzero(blob.any(axis=1)), np.flatnonzero(blob.any(axis=0))
+  blob = ndimage.binary_fill_holes(blob[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+  ious = [_iou(blob, shape_mask(s, *blob.shape)) for s in SHAPES]
+  return SHAPES[int(np.argmax(ious))]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+  return np.sum(a & b) / np.sum(a | b)
+
+
+def score(video: np.ndarray, caption: str) -> dict[str, float]:
+  """Returns {'color', 'direction', 'shape', 'all'} in {0.0, 1.0} for the first object of
+  `caption` in uint8 [T,H,W,3] `video` (see the module docstring)."""
+  target = parse_caption(caption)[0]
+  masks = _main_blobs(color_mask(video, target['color']))
+  centroids, areas = _centroids_and_areas(masks)
+  t, h, w = masks.shape
+  present = np.flatnonzero(areas >= max(1.0, MIN_AREA_FRACTION * h * w))
+  color = float(len(present) > 0 and 2 * len(present) >= t)
+  direction = shape = 0.0
+  if len(present) > 0:
+    first = present[0]
+    if target['motion'] == MOTION_WORDS['bounce']:
+      window = present[present <= first + max(1, (t - 1) // 4)]
+    else:
+      window = present
+    last = window[-1]
+    direction = float(_moves_along(centroids[last] - centroids[first], target['direction'],
+                                   MIN_DISPLACEMENT_FRACTION * max(h, w)))
+    votes = [shape_of(masks[i]) for i in present]
+    shape = float(max(SHAPES, key=votes.count) == target['shape'])
+  return {'color': color, 'direction': direction, 'shape': shape,
+          'all': float(color and direction and shape)}
+
+
+def _moves_along(displacement: np.ndarray, direction: str, min_distance: float) -> bool:
+  unit = np.array(DIRECTIONS[direction])
+  along = float(displacement @ unit)
+  across = abs(float(displacement @ np.array([-unit[1], unit[0]])))
+  return along > 0 and along >= min_distance and along > across
+
+
+def score_batch(videos, captions) -> dict[str, float]:
+  """Returns the mean of each `score` key over the videos [B,T,H,W,3] and their captions."""
+  if len(videos) != len(captions):
+    raise ValueError(f'got {len(videos)} videos but {len(captions)} captions.')
+  if len(captions) == 0:
+    raise ValueError('score_batch needs at least one video.')
+  scores = [score(v, c) for v, c in zip(videos, captions)]
+  return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}

@@ -1,0 +1,247 @@
+"""Building blocks shared by the backbones: partitioned dense/conv, norms, attention, embeddings.
+
+Every parameter carries logical axis names and every attention goes through `attention`,
+so a kernel (cuDNN flash, splash) can be swapped in one place.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Names = tuple[str | None, ...]
+
+# Activation layouts ([B, T, H, W, C]) by what the next op needs to see whole.
+VIDEO = ('act_batch', 'act_time', 'act_height', 'act_width', 'act_embed')
+# Spatial ops see full frames: the rows are gathered and the frames spread over more devices.
+FRAMES = ('act_batch', 'act_frames', None, None, 'act_embed')
+# Temporal ops see all frames: time is gathered and the rows spread over more devices.
+PIXELS = ('act_batch', None, 'act_rows', 'act_width', 'act_embed')
+
+
+def constrain(x: jax.Array, names: Names) -> jax.Array:
+  """Applies a logical sharding constraint (a no-op outside a mesh context)."""
+  return nn.with_logical_constraint(x, names)
+
+
+def partitioned(init: Callable, names: Names) -> Callable:
+  return nn.with_logical_partitioning(init, names)
+
+
+def dense(features: int, names: tuple[str | None, str | None], *, zero_init: bool = False,
+          use_bias: bool = True, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Dense:
+  """A Dense layer whose kernel [in, out] carries the logical `names`."""
+  kernel_init = nn.initializers.zeros_init() if zero_init else nn.initializers.xavier_uniform()
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
+                  kernel_init=partitioned(kernel_init, names),
+                  bias_init=partitioned(nn.initializers.zeros_init(), (names[1],)))
+
+
+def conv(features: int, kernel: tuple[int, int, int], *, strides: tuple[int, int, int] = (1, 1, 1),
+         init: str = 'default', causal: bool = False, dtype: Dtype = jnp.float32,
+         name: str | None = None) -> 'Conv3D':
+  """A conv over (t, h, w) with 'SAME' (or causal-in-time) padding; kernel [t, h, w, in, out].
+
+  init: 'default' (lecun normal), 'zeros', 'identity' (a temporal kernel that passes each
+  frame through unchanged, for layers that must start as frame-by-frame identities), or
+  'center' (lecun normal on the centre time slice, zeros elsewhere: a full 3x3x3 conv that
+  starts out acting frame by frame like a 2D conv).
+  """
+  return Conv3D(features, tuple(kernel), tuple(strides), init, causal, dtype, name=name)
+
+
+class Conv3D(nn.Module):
+  """Conv over (t, h, w) computed as 2D convs: x [B, T, H, W, Cin] -> [B, T', H', W', features].
+
+  XLA:CPU runs 5D convolutions 3-5x slower than the same math as 2D convolutions, so a
+  (1, kh, kw) kernel runs on [B*T, H, W, C], a (kt, 1, 1) kernel on [B, T, H*W, C], and a
+  full kernel as a sum over its kt time taps. `causal` pads time on the past side only.
+  """
+  features: int
+  kernel: tuple[int, int, int]
+  strides: tuple[int, int, int] = (1, 1, 1)
+  initializer: str = 'default'  # see `conv`; not `init`, which would shadow Module.init
+  causal: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    inits = {'default': nn.initializers.lecun_normal(), 'zeros': nn.initializers.zeros_init(),
+             'identity': identity_time_init, 'center': center_time_init}
+    (kt, kh, kw), (st, sh, sw) = self.kernel, self.strides
+    b, t, h, w, c = x.shape
+    kernel = self.param('kernel', partitioned(inits[self.initializer], (None, None, None, 'conv_in', 'conv_out')),
+                        (kt, kh, kw, c, self.features)).astype(self.dtype)
+    bias = self.param('bias', partitioned(nn.initializers.zeros_init(), ('conv_out',)),
+                      (self.features,)).astype(self.dtype)
+    x = x.astype(self.dtype)
+    t_out = -(-t // st)
+    pad_total = max((t_out - 1) * st + kt - t, 0)
+    time_pad = (pad_total, 0) if self.causal else (pad_total // 2, pad_total - pad_total // 2)
+    if kh == kw == 1 and sh == sw == 1:
+      y = conv2d(x.reshape(b, t, h * w, c), kernel[:, 0], (st, 1), (time_pad, (0, 0)))
+      return y.reshape(b, t_out, h, w, self.features) + bias
+    xp = jnp.pad(x, ((0, 0), time_pad, (0, 0), (0, 0), (0, 0)))
+    taps = [xp[:, i:i + st * (t_out - 1) + 1:st] for i in range(kt)]
+    y = sum(conv2d(tap.reshape(b * t_out, h, w, c), kernel[i], (sh, sw), 'SAME')
+            for i, tap in enumerate(taps))
+    return y.reshape(b, t_out, *y.shape[1:]) + bias
+
+
+def conv2d(x, kernel, strides, padding):
+  """NHWC x HWIO 2D convolution."""
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def identity_time_init(key, shape, dtype=jnp.float32):
+  """Kernel [t, 1, 1, c, c] that copies the centre frame: a temporal conv starting as identity."""
+  del key
+  kt, kh, kw, cin, cout = shape
+  kernel = jnp.zeros(shape, dtype)
+  return kernel.at[kt // 2, kh // 2, kw // 2].set(jnp.eye(cin, cout, dtype=dtype))
+
+
+def center_time_init(key, shape, dtype=jnp.float32):
+  """Kernel [t, h, w, in, out] with a 2D lecun-normal kernel on the centre time slice only."""
+  kt, kh, kw, cin, cout = shape
+  spatial = nn.initializers.lecun_normal()(key, (kh, kw, cin, cout), dtype)
+  return jnp.zeros(shape, dtype).at[kt // 2].set(spatial)
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm over each frame's (h, w, channel-group): frames are never mixed, so the
+  layer acts frame by frame (inflation) and needs no communication across `time` shards.
+
+  x: [B, T, H, W, C] -> same.
+  """
+  groups: int = 32
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    groups = math.gcd(self.groups, x.shape[-1])
+    norm = nn.GroupNorm(num_groups=groups, reduction_axes=(-3, -2, -1), dtype=self.dtype,
+                        scale_init=partitioned(nn.initializers.ones_init(), ('conv_out',)),
+                        bias_init=partitioned(nn.initializers.zeros_init(), ('conv_out',)))
+    return norm(x)
+
+
+def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None) -> nn.LayerNorm:
+  return nn.LayerNorm(dtype=dtype, name=name,
+                      scale_init=partitioned(nn.initializers.ones_init(), ('embed',)),
+                      bias_init=partitioned(nn.initializers.zeros_init(), ('embed',)))
+
+
+def attention(q, k, v, mask=None, local_window: int | None = None):
+  """Scaled dot-product attention. q: [B, L, N, D], k/v: [B, S, N, D], mask: [B, 1|N, L, S].
+
+  The single place attention is computed; `local_window` restricts each query to keys
+  within that many positions on either side.
+  """
+  window = None if local_window is None else (local_window, local_window)
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, local_window_size=window)
+
+
+def rotary(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.) -> jax.Array:
+  """Rotary position embedding. x: [B, L, N, D] (D even), positions: [L] -> same shape."""
+  half = x.shape[-1] // 2
+  freqs = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]
+  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+  """Self- or cross-attention over a token axis. x: [B, L, C], context: [B, S, Cc] -> [B, L, C].
+
+  `rotary_positions` ([L], self-attention only) rotates q and k; `zero_init_out` makes the
+  layer start as zero (its residual branch is then an identity).
+  """
+  num_heads: int
+  head_dim: int = 64
+  zero_init_out: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, context=None, mask=None, rotary_positions=None, local_window=None):
+    context = x if context is None else context
+    init = nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
+    proj = lambda name, inp: jnp.einsum('bld,dnh->blnh', inp.astype(self.dtype), self.param(
+        name, partitioned(init, ('embed', 'heads', 'kv')),
+        (inp.shape[-1], self.num_heads, self.head_dim)).astype(self.dtype))
+    q, k, v = proj('query', x), proj('key', context), proj('value', context)
+    if rotary_positions is not None:
+      q, k = rotary(q, rotary_positions), rotary(k, rotary_positions)
+    out = attention(q, k, v, mask=mask, local_window=local_window)
+    out_init = (nn.initializers.zeros_init() if self.zero_init_out
+                else nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2))
+    kernel = self.param('out', partitioned(out_init, ('heads', 'kv', 'embed')),
+                        (self.num_heads, self.head_dim, x.shape[-1]))
+    bias = self.param('out_bias', partitioned(nn.initializers.zeros_init(), ('embed',)), (x.shape[-1],))
+    return jnp.einsum('blnh,nhd->bld', out, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
+class MLP(nn.Module):
+  """Transformer feed-forward. x: [..., C] -> [..., C]."""
+  ratio: int = 4
+  zero_init_out: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    h = nn.gelu(dense(width * self.ratio, ('embed', 'mlp'), dtype=self.dtype, name='fc1')(x))
+    return dense(width, ('mlp', 'embed'), zero_init=self.zero_init_out, dtype=self.dtype,
+                 name='fc2')(h)
+
+
+def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:
+  """Sinusoidal features of scalars. t: [B] (any real scale) -> [B, dim]."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t.astype(jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def merge_time(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, C] -> [B*T, H*W, C]: tokens of each frame (spatial attention)."""
+  b, t, h, w, c = x.shape
+  return x.reshape(b * t, h * w, c)
+
+
+def merge_space(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, C] -> [B*H*W, T, C]: each pixel's frames (temporal attention)."""
+  b, t, h, w, c = x.shape
+  return x.transpose(0, 2, 3, 1, 4).reshape(b * h * w, t, c)
+
+
+def split_time(x: jax.Array, shape: Sequence[int]) -> jax.Array:
+  """Inverse of `merge_time` for a video of `shape` [B, T, H, W, C]."""
+  return x.reshape(shape)
+
+
+def split_space(x: jax.Array, shape: Sequence[int]) -> jax.Array:
+  """Inverse of `merge_space` for a video of `shape` [B, T, H, W, C]."""
+  b, t, h, w, c = shape
+  return x.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)
+
+
+def space_to_depth(x: jax.Array, patch: Sequence[int]) -> jax.Array:
+  """[B, T, H, W, C] -> [B, T/pt, H/ph, W/pw, pt*ph*pw*C] (patches folded into channels)."""
+  (pt, ph, pw), (b, t, h, w, c) = patch, x.shape
+  x = x.reshape(b, t // pt, pt, h // ph, ph, w // pw, pw, c)
+  return x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, t // pt, h // ph, w // pw, pt * ph * pw * c)
+
+
+def depth_to_space(x: jax.Array, patch: Sequence[int]) -> jax.Array:
+  """Inverse of `space_to_depth`."""
+  (pt, ph, pw), (b, t, h, w, c) = patch, x.shape
+  c //= pt * ph * pw
+  x = x.reshape(b, t, h, w, pt, ph, pw, c).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+  return x.reshape(b, t * pt, h * ph, w * pw, c)

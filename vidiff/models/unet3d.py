@@ -1,0 +1,194 @@
+"""A 3D U-Net for video: (2+1)D or 3x3x3 residual conv blocks, spatial/temporal/cross attention.
+
+Temporal layers start as identities (identity-initialised temporal convs, centre-slice 3D
+kernels, zero-initialised temporal attention output), so a freshly built model acts frame by
+frame like an image U-Net and image weights can be inflated to video.
+"""
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vidiff.errors import check
+from vidiff.models import layers
+
+
+class ConvBlock(nn.Module):
+  """A 'same' conv over (t, h, w). conv='2plus1d': 1x3x3 then 3x1x1; conv='3d': 3x3x3.
+
+  x: [B, T, H, W, Cin] -> [B, T, H, W, features].
+  """
+  features: int
+  conv: str = '2plus1d'
+  zero_init: bool = False
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.conv == '3d':
+      return layers.conv(self.features, (3, 3, 3), init='zeros' if self.zero_init else 'center',
+                         dtype=self.dtype, name='conv3d')(x)
+    x = layers.conv(self.features, (1, 3, 3), init='zeros' if self.zero_init else 'default',
+                    dtype=self.dtype, name='spatial')(x)
+    return layers.conv(self.features, (3, 1, 1), init='identity', dtype=self.dtype,
+                       name='temporal')(x)
+
+
+class ResBlock(nn.Module):
+  """GroupNorm-SiLU-conv twice, scale-shift conditioning, residual. x: [B,T,H,W,C], cond: [B,D]."""
+  features: int
+  conv: str = '2plus1d'
+  groups: int = 32
+  dropout: float = 0.0
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cond, train: bool = False):
+    x = layers.constrain(x, layers.VIDEO)
+    h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm1')(x))
+    h = ConvBlock(self.features, self.conv, dtype=self.dtype, name='conv1')(h)
+    scale_shift = layers.dense(2 * self.features, ('embed', 'conv_out'), zero_init=True,
+                               dtype=self.dtype, name='cond')(nn.silu(cond))
+    scale, shift = jnp.split(scale_shift[:, None, None, None, :], 2, axis=-1)
+    h = layers.GroupNorm(self.groups, self.dtype, name='norm2')(h) * (1 + scale) + shift
+    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+    h = ConvBlock(self.features, self.conv, zero_init=True, dtype=self.dtype, name='conv2')(h)
+    if x.shape[-1] != self.features:
+      x = layers.conv(self.features, (1, 1, 1), dtype=self.dtype, name='skip')(x)
+    return x + h
+
+
+class AttentionBlock(nn.Module):
+  """Spatial self-attention, cross-attention to the prompt, temporal self-attention, MLP.
+
+  x: [B, T, H, W, C]; context: [B, L, Cc]; context_mask: [B, L] -> [B, T, H, W, C].
+  Temporal attention uses rotary time positions (any frame count) and starts as zero.
+  """
+  head_dim: int = 32
+  spatial: bool = True
+  temporal: bool = True
+  temporal_window: int | None = None
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, context, context_mask):
+    shape, width = x.shape, x.shape[-1]
+    heads = max(1, width // self.head_dim)
+    mha = lambda name, **kw: layers.MultiHeadAttention(heads, width // heads, dtype=self.dtype,
+                                                       name=name, **kw)
+    norm = lambda name: layers.layer_norm(self.dtype, name=name)
+    if self.spatial:
+      h = layers.merge_time(layers.constrain(x, layers.FRAMES))
+      h = h + mha('spatial')(norm('norm_spatial')(h))
+      ctx = jnp.repeat(context, shape[1], axis=0)
+      ctx_mask = jnp.repeat(context_mask, shape[1], axis=0)[:, None, None, :]
+      h = h + mha('cross')(norm('norm_cross')(h), ctx, mask=ctx_mask)
+      x = layers.split_time(h, shape)
+    if self.temporal:
+      h = layers.merge_space(layers.constrain(x, layers.PIXELS))
+      positions = jnp.arange(shape[1])
+      h = h + mha('temporal', zero_init_out=True)(norm('norm_temporal')(h),
+                                                   rotary_positions=positions,
+                                                   local_window=self.temporal_window)
+      x = layers.split_space(h, shape)
+    h = layers.merge_time(layers.constrain(x, layers.FRAMES))
+    h = h + layers.MLP(zero_init_out=True, dtype=self.dtype, name='mlp')(norm('norm_mlp')(h))
+    return layers.constrain(layers.split_time(h, shape), layers.VIDEO)
+
+
+def downsample(x, time: bool, conv: str, dtype, name: str):
+  """Strided conv halving (h, w), and t when `time`. [B,T,H,W,C] -> [B,T',H/2,W/2,C]."""
+  kernel = (3 if time or conv == '3d' else 1, 3, 3)
+  return layers.conv(x.shape[-1], kernel, strides=(2 if time else 1, 2, 2), dtype=dtype,
+                     name=name)(x)
+
+
+def upsample(x, time: bool, conv: str, dtype, name: str):
+  """Nearest-neighbour doubling of (h, w), and t when `time`, then a conv."""
+  x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+  if time:
+    x = jnp.repeat(x, 2, axis=1)
+  return ConvBlock(x.shape[-1], conv, dtype=dtype, name=name)(x)
+
+
+class UNet3D(nn.Module):
+  """Video U-Net. x: [B,T,H,W,C], cond: [B,D], context: [B,L,Cc], mask: [B,L] -> [B,T,H,W,out].
+
+  Level i has `channels[i]` features; `attention_levels[i]` adds spatial + cross attention,
+  `temporal_attention_levels[i]` temporal attention, `temporal_downsample[i]` halves time
+  after level i (Lumiere's space-time U-Net). `patch_size` (t, h, w) folds patches into
+  channels before the first conv and unfolds them after the last (Simple Diffusion's
+  cheap high-resolution stem).
+  """
+  channels: Sequence[int] = (32, 64, 128)
+  num_res_blocks: int = 1
+  attention_levels: Sequence[bool] = (False, True, True)
+  temporal_attention_levels: Sequence[bool] = (True, True, True)
+  temporal_downsample: Sequence[bool] = (False, False, False)
+  conv: str = '2plus1d'
+  head_dim: int = 32
+  groups: int = 8
+  dropout: float = 0.0
+  temporal_window: int | None = None
+  patch_size: Sequence[int] = (1, 1, 1)
+  out_channels: int = 3
+  dtype: layers.Dtype = jnp.float32
+
+  def setup_check(self):
+    n = len(self.channels)
+    for name in ('attention_levels', 'temporal_attention_levels', 'temporal_downsample'):
+      check(len(getattr(self, name)) == n,
+            f'model.{name} has {len(getattr(self, name))} entries but model.channels has {n}; '
+            f'give one per level.')
+    check(self.conv in ('3d', '2plus1d'), f"model.conv={self.conv!r}; use '3d' or '2plus1d'.")
+
+  def factors(self) -> tuple[int, int]:
+    """(time, space) factors that frame counts and sizes must be divisible by."""
+    levels = len(self.channels) - 1
+    pt, ph, pw = self.patch_size
+    check(ph == pw, f'model.patch_size={tuple(self.patch_size)} must have equal h and w.')
+    return pt * 2 ** sum(bool(d) for d in self.temporal_downsample[:levels]), ph * 2 ** levels
+
+  @nn.compact
+  def __call__(self, x, cond, context, context_mask, train: bool = False):
+    self.setup_check()
+    block = lambda ch, name: ResBlock(ch, self.conv, self.groups, self.dropout, self.dtype, name=name)
+    attn = lambda lvl, name: AttentionBlock(self.head_dim, self.attention_levels[lvl],
+                                            self.temporal_attention_levels[lvl],
+                                            self.temporal_window, self.dtype, name=name)
+    has_attn = lambda lvl: self.attention_levels[lvl] or self.temporal_attention_levels[lvl]
+    last = len(self.channels) - 1
+
+    h = ConvBlock(self.channels[0], self.conv, dtype=self.dtype, name='conv_in')(
+        layers.space_to_depth(x, self.patch_size))
+    skips = [h]
+    for lvl, ch in enumerate(self.channels):
+      for i in range(self.num_res_blocks):
+        h = block(ch, f'down_{lvl}_res_{i}')(h, cond, train)
+        if has_attn(lvl):
+          h = attn(lvl, f'down_{lvl}_attn_{i}')(h, context, context_mask)
+        skips.append(h)
+      if lvl != last:
+        h = downsample(h, self.temporal_downsample[lvl], self.conv, self.dtype, f'down_{lvl}_sample')
+        skips.append(h)
+
+    h = block(self.channels[-1], 'mid_res_0')(h, cond, train)
+    h = attn(last, 'mid_attn')(h, context, context_mask)
+    h = block(self.channels[-1], 'mid_res_1')(h, cond, train)
+
+    for lvl in reversed(range(len(self.channels))):
+      for i in range(self.num_res_blocks + 1):
+        h = jnp.concatenate([h, skips.pop()], axis=-1)
+        h = block(self.channels[lvl], f'up_{lvl}_res_{i}')(h, cond, train)
+        if has_attn(lvl):
+          h = attn(lvl, f'up_{lvl}_attn_{i}')(h, context, context_mask)
+      if lvl != 0:
+        h = upsample(h, self.temporal_downsample[lvl - 1], self.conv, self.dtype, f'up_{lvl}_sample')
+
+    h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm_out')(h))
+    out = ConvBlock(self.out_channels * math.prod(self.patch_size), self.conv, zero_init=True,
+                    dtype=self.dtype, name='conv_out')(h)
+    return layers.depth_to_space(out, self.patch_size).astype(jnp.float32)

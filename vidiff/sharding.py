@@ -1,0 +1,136 @@
+"""Mesh construction, logical-axis rules, and shardings for the train state and batches.
+
+Parameters carry logical axis names (`embed`, `mlp`, `heads`, `kv`, `conv_in`, `conv_out`,
+`vocab`), activations are constrained with `act_*` names, and one rules table in the config
+(`config.mesh.rules`) maps both to the mesh axes `data`, `fsdp`, `time`, `space`, `tensor`.
+Changing the parallelism of a run is therefore a config change, never a code change.
+"""
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vidiff.errors import UserError, check
+
+MESH_AXES = ('data', 'fsdp', 'time', 'space', 'tensor')
+BATCH_AXES = ('data', 'fsdp')
+
+# Logical names of the arrays that enter the train step.
+VIDEO_AXES = ('act_batch', 'act_time', 'act_height', 'act_width', None)
+TOKENS_AXES = ('act_batch', None)
+
+
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
+  """Returns the mesh sizes in `MESH_AXES` order, filling one `-1` entry."""
+  sizes = [int(mesh_config[name]) for name in MESH_AXES]
+  fills = [i for i, s in enumerate(sizes) if s == -1]
+  check(len(fills) <= 1, f'at most one mesh axis may be -1 (fill), got {_describe(sizes)}.')
+  check(all(s >= 1 or s == -1 for s in sizes),
+        f'mesh sizes must be positive or -1, got {_describe(sizes)}.')
+  fixed = math.prod(s for s in sizes if s != -1)
+  if fills:
+    check(num_devices % fixed == 0,
+          f'the fixed mesh axes {_describe(sizes)} multiply to {fixed}, which does not divide '
+          f'the {num_devices} devices; choose sizes whose product divides {num_devices}.')
+    sizes[fills[0]] = num_devices // fixed
+  check(math.prod(sizes) == num_devices,
+        f'the mesh {_describe(sizes)} has {math.prod(sizes)} devices but {num_devices} are '
+        f'available; make the product of --config.mesh.* equal {num_devices} '
+        f'(or set one axis to -1 to fill).')
+  return tuple(sizes)
+
+
+def _describe(sizes: Sequence[int]) -> str:
+  return ' x '.join(f'{n}={s}' for n, s in zip(MESH_AXES, sizes))
+
+
+def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds the 5-axis device mesh described by `config.mesh` over `devices` (default: all)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(mesh_config, len(devices))
+  if len(devices) == jax.device_count():
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 5,
+                         devices=devices)
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
+              axis_types=(jax.sharding.AxisType.Auto,) * 5)
+
+
+def rules(mesh_config) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+  """Returns the logical-axis rules table of the config as hashable tuples."""
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
+               for name, axes in mesh_config.rules)
+
+
+def spec_for_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
+  """Drops mesh axes from `spec` on dims they do not divide, so any shape can be placed.
+
+  A 3-channel input conv cannot be split 2 ways; it is replicated on that dim instead.
+  """
+  fixed = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    kept, size = [], 1
+    for name in names:
+      if dim % (size * mesh.shape[name]) == 0:
+        kept.append(name)
+        size *= mesh.shape[name]
+    fixed.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+  return PartitionSpec(*fixed)
+
+
+def tree_shardings(boxed_abstract_tree, mesh: Mesh, axis_rules):
+  """Returns NamedShardings for a tree of (possibly logically boxed) ShapeDtypeStructs.
+
+  The output tree has the structure of the unboxed tree; unannotated leaves are replicated.
+  """
+  logical = nn.get_partition_spec(boxed_abstract_tree)
+  mesh_specs = nn.logical_to_mesh(logical, axis_rules)
+  shapes = nn.meta.unbox(boxed_abstract_tree)
+  return jax.tree.map(
+      lambda spec, leaf: NamedSharding(mesh, spec_for_shape(spec, leaf.shape, mesh)),
+      mesh_specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def logical_sharding(names: Sequence[str | None], mesh: Mesh, axis_rules) -> NamedSharding:
+  """Returns the NamedSharding of an array whose dims carry the logical `names`."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(names, axis_rules))
+
+
+def batch_shardings(mesh: Mesh, axis_rules) -> dict[str, NamedSharding]:
+  """Shardings of the train batch: `video` [B, T, H, W, C] and `tokens` [B, L]."""
+  return {'video': logical_sharding(VIDEO_AXES, mesh, axis_rules),
+          'tokens': logical_sharding(TOKENS_AXES, mesh, axis_rules)}
+
+
+def check_batch_divisible(shapes: dict[str, Sequence[int]], shardings: dict[str, NamedSharding]):
+  """Raises a UserError naming the config fields when a batch array does not divide the mesh."""
+  fields = {0: 'train.batch_size (global)', 1: 'data.num_frames', 2: 'data.resolution',
+            3: 'data.resolution'}
+  for key, shape in shapes.items():
+    spec = shardings[key].spec
+    for dim, axes in enumerate(spec):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      ways = math.prod(shardings[key].mesh.shape[n] for n in names)
+      if shape[dim] % ways:
+        raise UserError(
+            f'{fields.get(dim, f"dim {dim}")}={shape[dim]} cannot be split over the mesh axes '
+            f'{"x".join(names)} ({ways} ways); choose a value divisible by {ways} or change '
+            f'--config.mesh.{" / --config.mesh.".join(names)}.')
+
+
+def process_batch_size(global_batch_size: int) -> int:
+  """Per-process batch size; every process feeds the same share of the global batch."""
+  check(global_batch_size % jax.process_count() == 0,
+        f'train.batch_size={global_batch_size} must be divisible by the number of processes '
+        f'({jax.process_count()}).')
+  return global_batch_size // jax.process_count()
+
+
+def global_batch(local_batch: dict[str, np.ndarray], shardings: dict[str, NamedSharding]):
+  """Assembles each process's numpy batch into global `jax.Array`s on the mesh."""
+  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+          for k, v in local_batch.items() if k in shardings}

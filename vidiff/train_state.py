@@ -1,0 +1,33 @@
+"""The train state: one pytree holding everything a run needs to continue exactly."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: int32 []; params / ema_params: model params; opt_state: optax state;
+  rng: uint32 [2] base key (per-step keys are `fold_in(rng, step)`)."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  ema_params: Any
+  rng: jax.Array
+
+  @classmethod
+  def create(cls, params, tx: optax.GradientTransformation, rng) -> 'TrainState':
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+               ema_params=jax.tree.map(jnp.copy, params), rng=rng)
+
+  def step_rng(self) -> jax.Array:
+    """The key of the current step: identical on every host and on resume."""
+    return jax.random.fold_in(self.rng, self.step)
+
+
+def ema_update(ema, params, decay: float):
+  """Exponential moving average of params."""
+  return jax.tree.map(lambda e, p: decay * e + (1. - decay) * p, ema, params)

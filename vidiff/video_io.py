@@ -1,0 +1,56 @@
+"""Writing videos (mp4, gif) and grids of frames (png) for people to look at."""
+
+import os
+import warnings
+
+import imageio.v3 as iio
+import numpy as np
+from etils import epath
+
+from vidiff.errors import check
+
+
+def upscale(video: np.ndarray, min_size: int = 128) -> np.ndarray:
+  """Nearest-neighbour upscaling of [..., H, W, C] by an integer factor so that H >= min_size."""
+  factor = max(1, -(-min_size // video.shape[-3]))
+  return np.repeat(np.repeat(video, factor, axis=-3), factor, axis=-2)
+
+
+def write_video(path, video: np.ndarray, fps: int = 8) -> None:
+  """Writes uint8 [T, H, W, 3] as .mp4 or .gif (by extension), atomically."""
+  path = epath.Path(path)
+  suffix = path.suffix.lower()
+  check(suffix in ('.mp4', '.gif'), f'cannot write {path}: use a .mp4 or .gif file name.')
+  check(video.dtype == np.uint8 and video.ndim == 4, f'expected uint8 [T,H,W,3], got {video.dtype} {video.shape}.')
+  if suffix == '.mp4':
+    # imageio-ffmpeg starts ffmpeg with fork+exec, which JAX warns about; exec follows at once.
+    warnings.filterwarnings('ignore', message='os.fork', category=RuntimeWarning)
+    data = iio.imwrite('<bytes>', video, extension='.mp4', fps=fps)
+  else:
+    data = iio.imwrite('<bytes>', video, extension='.gif', duration=1000 / fps, loop=0)
+  write_bytes(path, data)
+
+
+def write_bytes(path, data: bytes) -> None:
+  """Writes `data` to a temporary name and renames, so readers never see half a file."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f'.{path.name}.tmp{os.getpid()}'
+  tmp.write_bytes(data)
+  tmp.rename(path)
+
+
+def grid(videos: np.ndarray) -> np.ndarray:
+  """uint8 [N, T, H, W, C] -> one image [N*H, T*W, C]: a row of frames per video."""
+  n, t, h, w, c = videos.shape
+  return videos.transpose(0, 2, 1, 3, 4).reshape(n * h, t * w, c)
+
+
+def write_image(path, image: np.ndarray) -> None:
+  """Writes uint8 [H, W, 3] as png, atomically."""
+  write_bytes(path, iio.imwrite('<bytes>', image, extension='.png'))
+
+
+def to_uint8(video) -> np.ndarray:
+  """float in [-1, 1] -> uint8 in [0, 255]."""
+  return np.asarray(np.clip(np.round((np.asarray(video, np.float32) + 1.) * 127.5), 0, 255), np.uint8)
