@@ -29,6 +29,7 @@ RULES = (
     ('conv_in', 'fsdp'),
     ('conv_out', 'tensor'),
     ('vocab', 'tensor'),
+    ('norm', None),  # norm scales/biases are tiny: replicated, so their grads need no re-shard
 )
 
 

@@ -1,9 +1,12 @@
 """Test setup: 8 host CPU devices, so sharding is exercised for real on any machine."""
 
 import os
+import tempfile
 
+# Tests compile many small programs and run each a few times: trade runtime for compile time.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+                           ' --xla_force_host_platform_device_count=8'
+                           ' --xla_backend_optimization_level=0').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -18,6 +21,12 @@ REAL_VIDEOS = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'real_videos
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: end-to-end tests (run in CI; skip with -m "not slow")')
   assert jax.device_count() == 8, 'tests need 8 host devices; was jax imported before conftest?'
+  # Many tests build the same tiny model on the same mesh: share compiled executables
+  # across tests (and with the CLI subprocesses, which inherit the env var) through
+  # JAX's persistent compilation cache, kept per session so results never go stale.
+  cache = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='vidiff_jit_'))
+  jax.config.update('jax_compilation_cache_dir', cache)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -35,7 +36,8 @@ def test_train_sharded_resume_and_sample(tmp_path):
   mesh = ['--config.mesh.data=2', '--config.mesh.fsdp=2', '--config.mesh.time=2']
   result = run('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh)
   assert result.returncode == 0, result.stderr[-5000:]
-  assert "'data': 2, 'fsdp': 2, 'time': 2" in result.stderr
+  assert "'data': 2, 'fsdp': 2, 'time': 2" in result.stdout
+  assert not re.search(r'^I\d{4} ', result.stderr, re.M), result.stderr[:2000]  # absl INFO is off
   samples = workdir / 'samples' / 'step_4'
   assert len(list(samples.glob('*.mp4'))) == 2 and len(list(samples.glob('*.gif'))) == 2
   assert (samples / 'grid.png').stat().st_size > 0
@@ -49,7 +51,7 @@ def test_train_sharded_resume_and_sample(tmp_path):
   result = run('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh,
                '--config.train.num_steps=6', '--config.sample.num_prompts=0')
   assert result.returncode == 0, result.stderr[-5000:]
-  assert 'resuming at step 4' in result.stderr
+  assert 'resuming at step 4' in result.stdout
   assert (workdir / 'checkpoints' / '6').is_dir()
 
   out = tmp_path / 'out.gif'

@@ -2,7 +2,7 @@
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from vidiff.errors import UserError
 
@@ -42,11 +42,12 @@ def config_from_flag(name: str = 'config'):
 def run(main) -> None:
   """app.run(main) where UserError becomes `vidiff: error: ...` and exit status 2."""
   def wrapped(argv):
+    # Library INFO logs (orbax writes several per checkpoint) drown the progress bar;
+    # an explicit --verbosity=0 brings them back.
+    if not FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except UserError as e:
       fail(str(e))
-  # Library INFO logs (orbax writes several per checkpoint) drown the progress bar;
-  # --verbosity=0 brings them back.
-  FLAGS.set_default('verbosity', -1)
   app.run(wrapped, flags_parser=parse_flags)

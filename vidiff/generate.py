@@ -12,6 +12,7 @@ from etils import epath
 from tqdm import tqdm
 
 from vidiff import metric_writer, video_io
+from vidiff import sharding as sharding_lib
 from vidiff.data import synthetic
 from vidiff.diffusion import samplers
 from vidiff.metrics import adherence
@@ -46,10 +47,14 @@ def generate(setup, params, prompts, *, num_frames: int, steps: int, guidance: f
   keys = np.stack([jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(len(prompts))])
   fn = sampler_fn(setup, steps=steps, guidance=guidance, eta=eta,
                   video_shape=(num_frames, res, res, 3))
+  sharding = setup.batch_shardings['tokens']
+  ways = sharding_lib.batch_ways(sharding)
+  batch_size = -(-batch_size // ways) * ways  # the batch must split evenly over the mesh
   out = []
   for start in tqdm(range(0, len(prompts), batch_size), desc='sample', leave=False,
                     disable=jax.process_index() != 0):
-    tok, key = _pad(tokens[start:start + batch_size], batch_size), _pad(keys[start:start + batch_size], batch_size)
+    tok = jax.device_put(_pad(tokens[start:start + batch_size], batch_size), sharding)
+    key = jax.device_put(_pad(keys[start:start + batch_size], batch_size), sharding)
     with setup.context():
       videos = fn(params, tok, key)
     out.append(video_io.to_uint8(jax.device_get(videos))[:len(prompts) - start])

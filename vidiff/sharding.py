@@ -106,6 +106,13 @@ def batch_shardings(mesh: Mesh, axis_rules) -> dict[str, NamedSharding]:
           'tokens': logical_sharding(TOKENS_AXES, mesh, axis_rules)}
 
 
+def batch_ways(sharding: NamedSharding) -> int:
+  """How many ways dim 0 (the batch) of arrays with this sharding is split."""
+  axes = sharding.spec[0] if len(sharding.spec) else None
+  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return math.prod(sharding.mesh.shape[n] for n in names)
+
+
 def check_batch_divisible(shapes: dict[str, Sequence[int]], shardings: dict[str, NamedSharding]):
   """Raises a UserError naming the config fields when a batch array does not divide the mesh."""
   fields = {0: 'train.batch_size (global)', 1: 'data.num_frames', 2: 'data.resolution',

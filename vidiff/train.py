@@ -86,10 +86,10 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
 
 
 def _dummy_inputs(config):
+  """One example of the training shapes: parameter shapes never depend on the batch size."""
   shapes = batch_shape(config)
-  b = shapes['video'][0]
-  return (jnp.zeros(shapes['video'], jnp.float32), jnp.zeros((b,), jnp.float32),
-          jnp.zeros(shapes['tokens'], jnp.int32))
+  return (jnp.zeros((1, *shapes['video'][1:]), jnp.float32), jnp.zeros((1,), jnp.float32),
+          jnp.zeros((1, *shapes['tokens'][1:]), jnp.int32))
 
 
 def _boxed_state(setup: Setup, rng) -> TrainState:
@@ -143,7 +143,7 @@ def train_step(state: TrainState, batch, *, setup: Setup):
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             ema_params=ema_update(state.ema_params, params,
                                                   setup.config.train.ema_decay))
-  return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+  return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
 
 
 def make_train_step(setup: Setup):

@@ -126,15 +126,15 @@ class GroupNorm(nn.Module):
   def __call__(self, x):
     groups = math.gcd(self.groups, x.shape[-1])
     norm = nn.GroupNorm(num_groups=groups, reduction_axes=(-3, -2, -1), dtype=self.dtype,
-                        scale_init=partitioned(nn.initializers.ones_init(), ('conv_out',)),
-                        bias_init=partitioned(nn.initializers.zeros_init(), ('conv_out',)))
+                        scale_init=partitioned(nn.initializers.ones_init(), ('norm',)),
+                        bias_init=partitioned(nn.initializers.zeros_init(), ('norm',)))
     return norm(x)
 
 
 def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None) -> nn.LayerNorm:
   return nn.LayerNorm(dtype=dtype, name=name,
-                      scale_init=partitioned(nn.initializers.ones_init(), ('embed',)),
-                      bias_init=partitioned(nn.initializers.zeros_init(), ('embed',)))
+                      scale_init=partitioned(nn.initializers.ones_init(), ('norm',)),
+                      bias_init=partitioned(nn.initializers.zeros_init(), ('norm',)))
 
 
 def attention(q, k, v, mask=None, local_window: int | None = None):

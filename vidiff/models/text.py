@@ -47,11 +47,15 @@ class TextEncoder(nn.Module):
   @nn.compact
   def __call__(self, tokens):
     mask = tokens != PAD
-    x = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name='embed',
-                 embedding_init=layers.partitioned(nn.initializers.normal(0.02), ('vocab', 'embed')))(tokens)
+    table = self.param('embed', layers.partitioned(nn.initializers.normal(0.02), ('vocab', 'embed')),
+                       (self.vocab_size, self.width))
+    # Gathered whole before the lookup (as FSDP would anyway): a gather from a sharded table
+    # yields embed-sharded rows that XLA can only re-shard to the batch layout by replicating.
+    x = jnp.take(layers.constrain(table, (None, None)), tokens, axis=0).astype(self.dtype)
     pos = self.param('position', layers.partitioned(nn.initializers.normal(0.02), (None, 'embed')),
                      (self.max_len, self.width))
     x = x + pos[None, :tokens.shape[1]].astype(x.dtype)
+    x = layers.constrain(x, ('act_batch', None, 'act_embed'))
     attn_mask = mask[:, None, None, :]
     for i in range(self.depth):
       h = layers.layer_norm(self.dtype, name=f'norm_attn_{i}')(x)
@@ -59,6 +63,7 @@ class TextEncoder(nn.Module):
                                         dtype=self.dtype, name=f'attn_{i}')(h, mask=attn_mask)
       h = layers.layer_norm(self.dtype, name=f'norm_mlp_{i}')(x)
       x = x + layers.MLP(dtype=self.dtype, name=f'mlp_{i}')(h)
+      x = layers.constrain(x, ('act_batch', None, 'act_embed'))
     x = layers.layer_norm(self.dtype, name='norm_out')(x)
     weights = mask[..., None].astype(x.dtype)
     pooled = (x * weights).sum(1) / weights.sum(1)
