@@ -62,7 +62,8 @@ def unet3d_config(size: str) -> ml_collections.ConfigDict:
   """3D U-Net presets. tiny: tests; quickstart: CPU minutes; base ~100M+; large ~1B."""
   presets = {
       'tiny': dict(channels=(16, 32), attention_levels=(False, True), head_dim=16, groups=4),
-      'quickstart': dict(channels=(32, 64, 128), attention_levels=(False, True, True)),
+      'quickstart': dict(channels=(32, 64, 96), attention_levels=(False, True, True),
+                         temporal_attention_levels=(False, True, True), patch_size=(1, 2, 2)),
       'base': dict(channels=(128, 256, 512, 512), attention_levels=(False, True, True, True),
                    num_res_blocks=2, head_dim=64),
       'large': dict(channels=(256, 512, 1024, 1024), attention_levels=(False, True, True, True),
@@ -73,7 +74,7 @@ def unet3d_config(size: str) -> ml_collections.ConfigDict:
                text=text_config(size), channels=presets['channels'],
                num_res_blocks=presets.get('num_res_blocks', 1),
                attention_levels=presets['attention_levels'],
-               temporal_attention_levels=(True,) * levels,
+               temporal_attention_levels=presets.get('temporal_attention_levels', (True,) * levels),
                temporal_downsample=(False,) * levels, conv='2plus1d',
                patch_size=presets.get('patch_size', (1, 1, 1)),
                head_dim=presets.get('head_dim', 32), groups=presets.get('groups', 8),
@@ -96,7 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
                      motion='constant')))
   c.model = unet3d_config('quickstart')
   c.diffusion = ml_collections.ConfigDict(dict(
-      schedule='cosine', shift=1.0, prediction='v', prompt_dropout=0.1))
+      schedule='cosine', shift=1.0, prediction='v', prompt_dropout=0.1,
+      min_snr_gamma=0.0))  # > 0: Min-SNR-gamma loss weighting (0 = off)
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, batch_size=8, learning_rate=1e-3, warmup_steps=100, weight_decay=0.0,
       grad_clip=1.0, ema_decay=0.995, log_every=25, eval_every=250, checkpoint_every=250,

@@ -46,6 +46,7 @@ def test_train_sharded_resume_and_sample(tmp_path):
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert {'train/loss', 'eval/loss', 'sample/color', 'perf/steps_per_sec'} <= {k for r in rows for k in r}
   assert list(workdir.glob('events.out.tfevents.*'))
+  assert (workdir / 'loss.png').stat().st_size > 0
   assert (workdir / 'checkpoints' / '4').is_dir()
 
   result = run('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh,

@@ -83,3 +83,19 @@ def test_guidance_one_equals_unguided():
   strong = samplers.guided_denoise_fn(apply, tokens, null, 3.0, schedule, 'eps')(x, t)
   # uncond pred = x, cond pred = 3x -> guided = x + 3 * 2x = 7x.
   np.testing.assert_allclose(strong[1], 7 * x)
+
+
+@pytest.mark.parametrize('prediction', objectives.PREDICTIONS)
+def test_min_snr_weight_is_min_snr_gamma_on_the_x0_error(prediction):
+  """weight * (prediction error)^2 == min(SNR, gamma) * (x0 error)^2 for every prediction type."""
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+  x0, eps, pred = (jax.random.normal(k, (4, 3)) for k in (k1, k2, k3))
+  schedule = schedules.Schedule()
+  t = jnp.array([0.05, 0.3, 0.6, 0.95])
+  alpha, sigma = schedule.alpha_sigma(t)
+  x_t = objectives.expand(alpha, x0) * x0 + objectives.expand(sigma, x0) * eps
+  weight = objectives.min_snr_weight(schedule.logsnr(t), prediction, gamma=5.)
+  pred_err = ((pred - objectives.target(x0, eps, alpha, sigma, prediction)) ** 2).sum(-1)
+  x0_err = ((objectives.x0_eps(pred, x_t, alpha, sigma, prediction)[0] - x0) ** 2).sum(-1)
+  snr = (alpha / sigma) ** 2
+  np.testing.assert_allclose(weight * pred_err, jnp.minimum(snr, 5.) * x0_err, rtol=2e-3)

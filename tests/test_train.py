@@ -6,6 +6,7 @@ import pytest
 
 from vidiff import checkpointing, sharding, train
 from vidiff.data import pipeline
+from vidiff.errors import UserError
 
 
 def _run_steps(config, devices, num_steps):
@@ -106,3 +107,22 @@ def test_unreadable_latest_checkpoint_falls_back(tiny_config, tmp_path):
       f.write_bytes(b'garbage')
   restored = checkpointing.restore(checkpointing.manager(tmp_path), train.abstract_state(setup))
   assert int(restored.step) == int(state.step)
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tiny_config, tmp_path):
+  setup, state, _, _ = _run_steps(tiny_config, None, 1)
+  mngr = checkpointing.manager(tmp_path)
+  checkpointing.save(mngr, 1, state, None, tiny_config)
+  mngr.wait_until_finished()
+  for f in (tmp_path / 'checkpoints' / '1' / 'state').rglob('*'):
+    if f.is_file():
+      f.write_bytes(b'garbage')
+  with pytest.raises(UserError, match='new --workdir'):
+    checkpointing.restore(checkpointing.manager(tmp_path), train.abstract_state(setup))
+
+
+def test_ema_decay_warms_up_to_the_configured_decay():
+  from vidiff.train_state import ema_decay  # pylint: disable=g-import-not-at-top
+  assert float(ema_decay(0, 0.99)) == pytest.approx(0.1)
+  assert float(ema_decay(40, 0.99)) == pytest.approx(41 / 50)
+  assert float(ema_decay(10_000, 0.99)) == pytest.approx(0.99)

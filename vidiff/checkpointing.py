@@ -12,6 +12,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from vidiff.errors import UserError
+
 
 def manager(workdir, max_to_keep: int = 3) -> ocp.CheckpointManager:
   """A CheckpointManager over `workdir/checkpoints` (local path or gs://)."""
@@ -36,8 +38,10 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, data_iterator=None):
   """Restores the newest readable checkpoint into `abstract_state`'s shapes and shardings.
 
   Returns the state (or None if there is no checkpoint); `data_iterator`, if given, is moved
-  to the saved position.
+  to the saved position. Checkpoints exist but none is readable (say, written by a different
+  model config): a UserError, so that a run never silently restarts over them.
   """
+  error = None
   for step in sorted(mngr.all_steps(), reverse=True):
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
@@ -45,8 +49,12 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, data_iterator=None):
     try:
       return mngr.restore(step, args=ocp.args.Composite(**items))['state']
     except Exception as e:  # pylint: disable=broad-except
-      logging.warning('checkpoint at step %d is unreadable (%s: %s); trying the previous one.',
-                      step, type(e).__name__, e)
+      error = f'{type(e).__name__}: {" ".join(str(e).split())[:300]}'
+      logging.warning('checkpoint at step %d is unreadable (%s); trying the previous one.',
+                      step, error)
+  if error is not None:
+    raise UserError(f'no checkpoint in {mngr.directory} can be restored into this model (the '
+                    f'last error: {error}). Use the config that wrote them, or a new --workdir.')
   return None
 
 

@@ -54,3 +54,24 @@ def read_jsonl(logdir) -> list[dict]:
   """All rows written to `logdir/metrics.jsonl`."""
   path = epath.Path(logdir) / 'metrics.jsonl'
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(logdir, keys=('train/loss', 'eval/loss'), name: str = 'loss.png'):
+  """Draws the `keys` logged in `logdir/metrics.jsonl` against step into `logdir/name`."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = read_jsonl(logdir)
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for key in keys:
+    points = [(r['step'], r[key]) for r in rows if key in r]
+    if points:
+      ax.plot(*zip(*points), marker='.' if len(points) < 30 else None, label=key)
+  ax.set_xlabel('step')
+  ax.set_yscale('log')
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  with (epath.Path(logdir) / name).open('wb') as f:
+    fig.savefig(f, format='png', dpi=100)
+  plt.close(fig)

@@ -27,7 +27,7 @@ from vidiff.data import pipeline
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError, check
 from vidiff.models import text
-from vidiff.train_state import TrainState, ema_update
+from vidiff.train_state import TrainState, ema_decay, ema_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +131,8 @@ def loss_fn(params, setup: Setup, batch, rng, train: bool):
   apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok, train=train,
                                               rngs={'dropout': dropout_rng})
   return objectives.diffusion_loss(apply, pipeline.as_float(batch['video']), tokens, noise_rng,
-                                   setup.schedule, setup.config.diffusion.prediction)
+                                   setup.schedule, setup.config.diffusion.prediction,
+                                   setup.config.diffusion.min_snr_gamma)
 
 
 def train_step(state: TrainState, batch, *, setup: Setup):
@@ -142,7 +143,7 @@ def train_step(state: TrainState, batch, *, setup: Setup):
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             ema_params=ema_update(state.ema_params, params,
-                                                  setup.config.train.ema_decay))
+                                                  ema_decay(state.step, setup.config.train.ema_decay)))
   return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
 
 
@@ -206,6 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if config.sample.num_prompts > 0:
     generate.write_training_samples(setup, state, workdir, writer)
   writer.close()
+  if is_main:
+    metric_writer.plot_curves(workdir)
   mngr.close()
   return state
 

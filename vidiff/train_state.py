@@ -28,6 +28,16 @@ class TrainState:
     return jax.random.fold_in(self.rng, self.step)
 
 
-def ema_update(ema, params, decay: float):
+def ema_decay(step, decay: float):
+  """The EMA decay at `step`: min(decay, (1 + step) / (10 + step)).
+
+  The warm-up (as in tf.train.ExponentialMovingAverage with num_updates) keeps the average
+  from dragging the random init along in short runs.
+  """
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1. + step) / (10. + step))
+
+
+def ema_update(ema, params, decay):
   """Exponential moving average of params."""
   return jax.tree.map(lambda e, p: decay * e + (1. - decay) * p, ema, params)

@@ -35,6 +35,17 @@ def x0_eps(pred, x_t, alpha, sigma, prediction: str):
   return alpha * x_t - sigma * pred, sigma * x_t + alpha * pred
 
 
+def min_snr_weight(logsnr, prediction: str, gamma: float):
+  """Min-SNR-gamma loss weights [B] (Hang et al. 2023, arXiv:2303.09556) for a prediction type.
+
+  Equals min(SNR, gamma) on the x0 error, i.e. it caps the weight of low-noise steps, which
+  otherwise dominate the loss while contributing little to what samples look like.
+  """
+  snr = jnp.exp(logsnr)
+  capped = jnp.minimum(snr, gamma)
+  return {'eps': capped / snr, 'v': capped / (snr + 1.), 'x0': capped}[prediction]
+
+
 def noisy(x0, rng, schedule: Schedule):
   """Samples t ~ U(0, 1) and eps ~ N(0, I). Returns (x_t, t [B], eps, alpha [B], sigma [B])."""
   t_rng, eps_rng = jax.random.split(rng)
@@ -44,13 +55,17 @@ def noisy(x0, rng, schedule: Schedule):
   return expand(alpha, x0) * x0 + expand(sigma, x0) * eps, t, eps, alpha, sigma
 
 
-def diffusion_loss(apply_fn, x0, tokens, rng, schedule: Schedule, prediction: str):
+def diffusion_loss(apply_fn, x0, tokens, rng, schedule: Schedule, prediction: str,
+                   min_snr_gamma: float | None = None):
   """Mean squared error of the model's prediction. apply_fn(x_t, t, tokens) -> prediction.
 
+  `min_snr_gamma` weights each example by `min_snr_weight`; None weighs all equally.
   Returns (loss scalar, per-example loss [B]).
   """
   x_t, t, eps, alpha, sigma = noisy(x0, rng, schedule)
   pred = apply_fn(x_t, t, tokens)
   err = jnp.square(pred.astype(jnp.float32) - target(x0, eps, alpha, sigma, prediction))
   per_example = err.reshape(err.shape[0], -1).mean(-1)
+  if min_snr_gamma:
+    per_example = per_example * min_snr_weight(schedule.logsnr(t), prediction, min_snr_gamma)
   return per_example.mean(), per_example

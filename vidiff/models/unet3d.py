@@ -50,12 +50,12 @@ class ResBlock(nn.Module):
     x = layers.constrain(x, layers.VIDEO)
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm1')(x))
     h = ConvBlock(self.features, self.conv, dtype=self.dtype, name='conv1')(h)
-    scale_shift = layers.dense(2 * self.features, ('embed', 'conv_out'), zero_init=True,
-                               dtype=self.dtype, name='cond')(nn.silu(cond))
+    scale_shift = layers.dense(2 * self.features, ('embed', 'conv_out'), dtype=self.dtype,
+                               name='cond')(nn.silu(cond))
     scale, shift = jnp.split(scale_shift[:, None, None, None, :], 2, axis=-1)
     h = layers.GroupNorm(self.groups, self.dtype, name='norm2')(h) * (1 + scale) + shift
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
-    h = ConvBlock(self.features, self.conv, zero_init=True, dtype=self.dtype, name='conv2')(h)
+    h = ConvBlock(self.features, self.conv, dtype=self.dtype, name='conv2')(h)
     if x.shape[-1] != self.features:
       x = layers.conv(self.features, (1, 1, 1), dtype=self.dtype, name='skip')(x)
     return x + h
@@ -95,7 +95,7 @@ class AttentionBlock(nn.Module):
                                                    local_window=self.temporal_window)
       x = layers.split_space(h, shape)
     h = layers.merge_time(layers.constrain(x, layers.FRAMES))
-    h = h + layers.MLP(zero_init_out=True, dtype=self.dtype, name='mlp')(norm('norm_mlp')(h))
+    h = h + layers.MLP(dtype=self.dtype, name='mlp')(norm('norm_mlp')(h))
     return layers.constrain(layers.split_time(h, shape), layers.VIDEO)
 
 
@@ -189,6 +189,6 @@ class UNet3D(nn.Module):
         h = upsample(h, self.temporal_downsample[lvl - 1], self.conv, self.dtype, f'up_{lvl}_sample')
 
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm_out')(h))
-    out = ConvBlock(self.out_channels * math.prod(self.patch_size), self.conv, zero_init=True,
-                    dtype=self.dtype, name='conv_out')(h)
+    out = ConvBlock(self.out_channels * math.prod(self.patch_size), self.conv, dtype=self.dtype,
+                    name='conv_out')(h)
     return layers.depth_to_space(out, self.patch_size).astype(jnp.float32)
