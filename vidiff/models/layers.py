@@ -82,6 +82,11 @@ class Conv3D(nn.Module):
     t_out = -(-t // st)
     pad_total = max((t_out - 1) * st + kt - t, 0)
     time_pad = (pad_total, 0) if self.causal else (pad_total // 2, pad_total - pad_total // 2)
+    if kt == kh == kw == 1 and st == sh == sw == 1:  # pointwise: a matmul, not a conv
+      # Constrained on both sides: without it, XLA (GSPMD and Shardy) computed a wrong kernel
+      # gradient for time-sharded inputs (tests/test_train.py compares gradients to 1 device).
+      y = jnp.einsum('bthwc,cf->bthwf', constrain(x, VIDEO), kernel[0, 0, 0])
+      return constrain(y, VIDEO) + bias
     if kh == kw == 1 and sh == sw == 1:
       y = conv2d(x.reshape(b, t, h * w, c), kernel[:, 0], (st, 1), (time_pad, (0, 0)))
       return y.reshape(b, t_out, h, w, self.features) + bias
