@@ -23,15 +23,14 @@ class ConvBlock(nn.Module):
   """
   features: int
   conv: str = '2plus1d'
-  zero_init: bool = False
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     if self.conv == '3d':
-      return layers.conv(self.features, (3, 3, 3), init='zeros' if self.zero_init else 'center',
+      return layers.conv(self.features, (3, 3, 3), init='center',
                          dtype=self.dtype, name='conv3d')(x)
-    x = layers.conv(self.features, (1, 3, 3), init='zeros' if self.zero_init else 'default',
+    x = layers.conv(self.features, (1, 3, 3), init='default',
                     dtype=self.dtype, name='spatial')(x)
     return layers.conv(self.features, (3, 1, 1), init='identity', dtype=self.dtype,
                        name='temporal')(x)
