@@ -48,7 +48,7 @@ def generate(setup, params, prompts, *, num_frames: int, steps: int, guidance: f
   fn = sampler_fn(setup, steps=steps, guidance=guidance, eta=eta,
                   video_shape=(num_frames, res, res, 3))
   sharding = setup.batch_shardings['tokens']
-  ways = sharding_lib.batch_ways(sharding)
+  ways = sharding_lib.ways(sharding)
   batch_size = -(-batch_size // ways) * ways  # the batch must split evenly over the mesh
   out = []
   for start in tqdm(range(0, len(prompts), batch_size), desc='sample', leave=False,

@@ -106,11 +106,15 @@ def batch_shardings(mesh: Mesh, axis_rules) -> dict[str, NamedSharding]:
           'tokens': logical_sharding(TOKENS_AXES, mesh, axis_rules)}
 
 
-def batch_ways(sharding: NamedSharding) -> int:
-  """How many ways dim 0 (the batch) of arrays with this sharding is split."""
-  axes = sharding.spec[0] if len(sharding.spec) else None
-  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-  return math.prod(sharding.mesh.shape[n] for n in names)
+def split_axes(sharding: NamedSharding, dim: int) -> tuple[str, ...]:
+  """The mesh axes that split dimension `dim` of arrays with this sharding."""
+  axes = sharding.spec[dim] if dim < len(sharding.spec) else None
+  return (axes,) if isinstance(axes, str) else tuple(axes or ())
+
+
+def ways(sharding: NamedSharding, dim: int = 0) -> int:
+  """How many ways dimension `dim` (default: the batch) of such arrays is split."""
+  return math.prod(sharding.mesh.shape[n] for n in split_axes(sharding, dim))
 
 
 def check_batch_divisible(shapes: dict[str, Sequence[int]], shardings: dict[str, NamedSharding]):
@@ -118,14 +122,12 @@ def check_batch_divisible(shapes: dict[str, Sequence[int]], shardings: dict[str,
   fields = {0: 'train.batch_size (global)', 1: 'data.num_frames', 2: 'data.resolution',
             3: 'data.resolution'}
   for key, shape in shapes.items():
-    spec = shardings[key].spec
-    for dim, axes in enumerate(spec):
-      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-      ways = math.prod(shardings[key].mesh.shape[n] for n in names)
-      if shape[dim] % ways:
+    for dim in range(len(shardings[key].spec)):
+      names, n = split_axes(shardings[key], dim), ways(shardings[key], dim)
+      if shape[dim] % n:
         raise UserError(
             f'{fields.get(dim, f"dim {dim}")}={shape[dim]} cannot be split over the mesh axes '
-            f'{"x".join(names)} ({ways} ways); choose a value divisible by {ways} or change '
+            f'{"x".join(names)} ({n} ways); choose a value divisible by {n} or change '
             f'--config.mesh.{" / --config.mesh.".join(names)}.')
 
 
