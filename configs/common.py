@@ -7,7 +7,7 @@ Config arguments (`--config=configs/x.py:ARG`) are comma-separated words or key=
 
 import ml_collections
 
-BACKBONES = ('unet3d',)
+BACKBONES = ('unet3d', 'st_transformer')
 SIZES = ('tiny', 'quickstart', 'base', 'large')
 
 # Logical axis -> mesh axes. Params: FSDP shards `embed`/`conv_in`, tensor parallelism shards
@@ -78,12 +78,23 @@ def unet3d_config(size: str) -> ml_collections.ConfigDict:
                temporal_downsample=(False,) * levels, conv='2plus1d',
                patch_size=presets.get('patch_size', (1, 1, 1)),
                head_dim=presets.get('head_dim', 32), groups=presets.get('groups', 8),
-               dropout=0.0, temporal_window=None)
+               dropout=0.0, temporal_window=None, remat_policy='none')
   return ml_collections.ConfigDict(model)
 
 
+def st_transformer_config(size: str) -> ml_collections.ConfigDict:
+  """ST-Transformer presets (width, depth, heads). tiny: tests; quickstart: CPU minutes;
+  base ~200M; large ~1.6B (compile-only on CPU)."""
+  width, depth, heads = {'tiny': (32, 2, 2), 'quickstart': (128, 4, 4), 'base': (768, 12, 12),
+                         'large': (1536, 24, 24)}[size]
+  return ml_collections.ConfigDict(dict(
+      name='st_transformer', dtype='float32', cond_dim=width, text=text_config(size),
+      width=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2), attention='factorized',
+      mlp_ratio=4, temporal_window=None, temporal_causal=False, remat_policy='none'))
+
+
 def model_config(backbone: str, size: str) -> ml_collections.ConfigDict:
-  return {'unet3d': unet3d_config}[backbone](size)
+  return {'unet3d': unet3d_config, 'st_transformer': st_transformer_config}[backbone](size)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 from vidiff.errors import UserError, check
 from vidiff.models.denoiser import Denoiser
 from vidiff.models.text import TextEncoder
+from vidiff.models.st_transformer import STTransformer
 from vidiff.models.unet3d import UNet3D
 
-BACKBONES = {'unet3d': UNet3D}
+BACKBONES = {'unet3d': UNet3D, 'st_transformer': STTransformer}
 _SHARED = ('name', 'dtype', 'cond_dim', 'text')
 
 

@@ -142,14 +142,45 @@ def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None) -> nn.LayerN
                       bias_init=partitioned(nn.initializers.zeros_init(), ('norm',)))
 
 
-def attention(q, k, v, mask=None, local_window: int | None = None):
+def attention(q, k, v, mask=None, local_window: int | None = None, causal: bool = False):
   """Scaled dot-product attention. q: [B, L, N, D], k/v: [B, S, N, D], mask: [B, 1|N, L, S].
 
-  The single place attention is computed; `local_window` restricts each query to keys
-  within that many positions on either side.
+  The single place attention is computed. `local_window` lets query i see keys
+  i - window .. i + window (self-attention, S == L); `causal` drops the keys after i. A window
+  shorter than the sequence runs blockwise (`local_attention`): memory O(L * window).
   """
-  window = None if local_window is None else (local_window, local_window)
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, local_window_size=window)
+  if local_window is not None and mask is None and q.shape[1] > 3 * max(local_window, 1):
+    return local_attention(q, k, v, local_window, causal)
+  window = None if local_window is None else (local_window, 0 if causal else local_window)
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, local_window_size=window,
+                                      is_causal=causal and window is None)
+
+
+def local_attention(q, k, v, window: int, causal: bool = False):
+  """Sliding-window self-attention in blocks. q/k/v: [B, L, N, D] -> [B, L, N, D].
+
+  Queries go in blocks of `w = max(window, 1)`; each block sees only its own and the two
+  neighbouring blocks of keys (3w), masked to |i - j| <= window (and j <= i when causal), so
+  neither the logits nor the gradient touch keys outside the window.
+  """
+  b, length, n, d = q.shape
+  w = max(window, 1)
+  blocks = -(-length // w)
+  pad = blocks * w - length
+  qb = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b * blocks, w, n, d)
+  kv = [jnp.pad(x, ((0, 0), (w, w + pad), (0, 0), (0, 0))).reshape(b, blocks + 2, w, n, d)
+        for x in (k, v)]
+  kb, vb = [jnp.concatenate([x[:, :-2], x[:, 1:-1], x[:, 2:]], axis=2).reshape(b * blocks, 3 * w, n, d)
+            for x in kv]
+  q_pos = jnp.arange(blocks * w).reshape(blocks, w, 1)
+  k_pos = (jnp.arange(blocks)[:, None] * w - w + jnp.arange(3 * w)[None, :])[:, None, :]
+  allowed = (jnp.abs(k_pos - q_pos) <= window) & (k_pos >= 0) & (k_pos < length)
+  if causal:
+    allowed &= k_pos <= q_pos
+  allowed |= q_pos >= length  # padded queries (cut below) see padding rather than nothing
+  mask = jnp.broadcast_to(allowed[None, :, None], (b, blocks, 1, w, 3 * w)).reshape(b * blocks, 1, w, 3 * w)
+  out = jax.nn.dot_product_attention(qb, kb, vb, mask=mask)
+  return out.reshape(b, blocks * w, n, d)[:, :length]
 
 
 def rotary(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.) -> jax.Array:
@@ -165,8 +196,9 @@ def rotary(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.) 
 class MultiHeadAttention(nn.Module):
   """Self- or cross-attention over a token axis. x: [B, L, C], context: [B, S, Cc] -> [B, L, C].
 
-  `rotary_positions` ([L], self-attention only) rotates q and k; `zero_init_out` makes the
-  layer start as zero (its residual branch is then an identity).
+  `rotary_positions` ([L], self-attention only) rotates q and k; `local_window` and `causal`
+  restrict which keys a query sees (see `attention`); `zero_init_out` makes the layer start as
+  zero (its residual branch is then an identity).
   """
   num_heads: int
   head_dim: int = 64
@@ -174,7 +206,8 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context=None, mask=None, rotary_positions=None, local_window=None):
+  def __call__(self, x, context=None, mask=None, rotary_positions=None, local_window=None,
+               causal=False):
     context = x if context is None else context
     init = nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
     proj = lambda name, inp: jnp.einsum('bld,dnh->blnh', inp.astype(self.dtype), self.param(
@@ -183,7 +216,7 @@ class MultiHeadAttention(nn.Module):
     q, k, v = proj('query', x), proj('key', context), proj('value', context)
     if rotary_positions is not None:
       q, k = rotary(q, rotary_positions), rotary(k, rotary_positions)
-    out = attention(q, k, v, mask=mask, local_window=local_window)
+    out = attention(q, k, v, mask=mask, local_window=local_window, causal=causal)
     out_init = (nn.initializers.zeros_init() if self.zero_init_out
                 else nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2))
     kernel = self.param('out', partitioned(out_init, ('heads', 'kv', 'embed')),

@@ -8,30 +8,36 @@ frame like an image U-Net and image weights can be inflated to video.
 import math
 from collections.abc import Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vidiff.errors import check
 from vidiff.models import layers
+from vidiff.models.remat import remat
 
 
 class ConvBlock(nn.Module):
   """A 'same' conv over (t, h, w). conv='2plus1d': 1x3x3 then 3x1x1; conv='3d': 3x3x3.
 
-  x: [B, T, H, W, Cin] -> [B, T, H, W, features].
+  x: [B, T, H, W, Cin] -> [B, T, H, W, features]. `temporal=False` is the image layer the
+  video layer inflates from: the 1x3x3 conv alone ('2plus1d'), or a 1x3x3 'conv3d'.
   """
   features: int
   conv: str = '2plus1d'
+  temporal: bool = True
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     if self.conv == '3d':
-      return layers.conv(self.features, (3, 3, 3), init='center',
+      return layers.conv(self.features, (3 if self.temporal else 1, 3, 3), init='center',
                          dtype=self.dtype, name='conv3d')(x)
     x = layers.conv(self.features, (1, 3, 3), init='default',
                     dtype=self.dtype, name='spatial')(x)
+    if not self.temporal:
+      return x
     return layers.conv(self.features, (3, 1, 1), init='identity', dtype=self.dtype,
                        name='temporal')(x)
 
@@ -42,26 +48,28 @@ class ResBlock(nn.Module):
   conv: str = '2plus1d'
   groups: int = 32
   dropout: float = 0.0
+  temporal: bool = True
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, cond, train: bool = False):
     x = layers.constrain(x, layers.VIDEO)
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm1')(x))
-    h = ConvBlock(self.features, self.conv, dtype=self.dtype, name='conv1')(h)
+    h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, name='conv1')(h)
     scale_shift = layers.dense(2 * self.features, ('embed', 'conv_out'), dtype=self.dtype,
                                name='cond')(nn.silu(cond))
     scale, shift = jnp.split(scale_shift[:, None, None, None, :], 2, axis=-1)
     h = layers.GroupNorm(self.groups, self.dtype, name='norm2')(h) * (1 + scale) + shift
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
-    h = ConvBlock(self.features, self.conv, dtype=self.dtype, name='conv2')(h)
+    h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, name='conv2')(h)
     if x.shape[-1] != self.features:
       x = layers.conv(self.features, (1, 1, 1), dtype=self.dtype, name='skip')(x)
     return x + h
 
 
 class AttentionBlock(nn.Module):
-  """Spatial self-attention, cross-attention to the prompt, temporal self-attention, MLP.
+  """Spatial self-attention, cross-attention to the prompt, temporal self-attention, MLP
+  (the MLP only with the spatial layers).
 
   x: [B, T, H, W, C]; context: [B, L, Cc]; context_mask: [B, L] -> [B, T, H, W, C].
   Temporal attention uses rotary time positions (any frame count) and starts as zero.
@@ -93,24 +101,27 @@ class AttentionBlock(nn.Module):
                                                    rotary_positions=positions,
                                                    local_window=self.temporal_window)
       x = layers.split_space(h, shape)
-    h = layers.merge_time(layers.constrain(x, layers.FRAMES))
-    h = h + layers.MLP(dtype=self.dtype, name='mlp')(norm('norm_mlp')(h))
-    return layers.constrain(layers.split_time(h, shape), layers.VIDEO)
+    if self.spatial:  # a temporal-only block stays a pure (zero-init) temporal layer
+      h = layers.merge_time(layers.constrain(x, layers.FRAMES))
+      x = layers.split_time(h + layers.MLP(dtype=self.dtype, name='mlp')(norm('norm_mlp')(h)), shape)
+    return layers.constrain(x, layers.VIDEO)
 
 
-def downsample(x, time: bool, conv: str, dtype, name: str):
-  """Strided conv halving (h, w), and t when `time`. [B,T,H,W,C] -> [B,T',H/2,W/2,C]."""
-  kernel = (3 if time or conv == '3d' else 1, 3, 3)
-  return layers.conv(x.shape[-1], kernel, strides=(2 if time else 1, 2, 2), dtype=dtype,
-                     name=name)(x)
+def downsample(x, time: bool, conv: str, temporal: bool, dtype, name: str):
+  """Strided conv halving (h, w), and t when `time`. [B,T,H,W,C] -> [B,T',H/2,W/2,C].
+
+  Without time striding a 3x3x3 kernel starts on its centre slice (frame by frame)."""
+  kernel = (3 if time or (conv == '3d' and temporal) else 1, 3, 3)
+  return layers.conv(x.shape[-1], kernel, strides=(2 if time else 1, 2, 2),
+                     init='default' if time else 'center', dtype=dtype, name=name)(x)
 
 
-def upsample(x, time: bool, conv: str, dtype, name: str):
+def upsample(x, time: bool, conv: str, temporal: bool, dtype, name: str):
   """Nearest-neighbour doubling of (h, w), and t when `time`, then a conv."""
   x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
   if time:
     x = jnp.repeat(x, 2, axis=1)
-  return ConvBlock(x.shape[-1], conv, dtype=dtype, name=name)(x)
+  return ConvBlock(x.shape[-1], conv, temporal, dtype, name=name)(x)
 
 
 class UNet3D(nn.Module):
@@ -120,7 +131,9 @@ class UNet3D(nn.Module):
   `temporal_attention_levels[i]` temporal attention, `temporal_downsample[i]` halves time
   after level i (Lumiere's space-time U-Net). `patch_size` (t, h, w) folds patches into
   channels before the first conv and unfolds them after the last (Simple Diffusion's
-  cheap high-resolution stem).
+  cheap high-resolution stem). `temporal=False` builds the image U-Net (no temporal convs
+  or attention) whose parameters `inflate_from_image_params` turns into this video U-Net's.
+  `remat_policy` (see models/remat.py) recomputes block activations in the backward pass.
   """
   channels: Sequence[int] = (32, 64, 128)
   num_res_blocks: int = 1
@@ -133,6 +146,8 @@ class UNet3D(nn.Module):
   dropout: float = 0.0
   temporal_window: int | None = None
   patch_size: Sequence[int] = (1, 1, 1)
+  temporal: bool = True
+  remat_policy: str = 'none'
   out_channels: int = 3
   dtype: layers.Dtype = jnp.float32
 
@@ -143,6 +158,8 @@ class UNet3D(nn.Module):
             f'model.{name} has {len(getattr(self, name))} entries but model.channels has {n}; '
             f'give one per level.')
     check(self.conv in ('3d', '2plus1d'), f"model.conv={self.conv!r}; use '3d' or '2plus1d'.")
+    check(self.temporal or not any(self.temporal_downsample),
+          'an image U-Net (temporal=False) cannot downsample time; set temporal_downsample to False.')
 
   def factors(self) -> tuple[int, int]:
     """(time, space) factors that frame counts and sizes must be divisible by."""
@@ -154,14 +171,17 @@ class UNet3D(nn.Module):
   @nn.compact
   def __call__(self, x, cond, context, context_mask, train: bool = False):
     self.setup_check()
-    block = lambda ch, name: ResBlock(ch, self.conv, self.groups, self.dropout, self.dtype, name=name)
-    attn = lambda lvl, name: AttentionBlock(self.head_dim, self.attention_levels[lvl],
-                                            self.temporal_attention_levels[lvl],
-                                            self.temporal_window, self.dtype, name=name)
-    has_attn = lambda lvl: self.attention_levels[lvl] or self.temporal_attention_levels[lvl]
+    res_block = remat(ResBlock, self.remat_policy, static_argnums=(3,))
+    attn_block = remat(AttentionBlock, self.remat_policy)
+    block = lambda ch, name: res_block(ch, self.conv, self.groups, self.dropout, self.temporal,
+                                       self.dtype, name=name)
+    temporal_attn = lambda lvl: self.temporal and self.temporal_attention_levels[lvl]
+    attn = lambda lvl, name: attn_block(self.head_dim, self.attention_levels[lvl], temporal_attn(lvl),
+                                        self.temporal_window, self.dtype, name=name)
+    has_attn = lambda lvl: self.attention_levels[lvl] or temporal_attn(lvl)
     last = len(self.channels) - 1
 
-    h = ConvBlock(self.channels[0], self.conv, dtype=self.dtype, name='conv_in')(
+    h = ConvBlock(self.channels[0], self.conv, self.temporal, self.dtype, name='conv_in')(
         layers.space_to_depth(x, self.patch_size))
     skips = [h]
     for lvl, ch in enumerate(self.channels):
@@ -171,7 +191,8 @@ class UNet3D(nn.Module):
           h = attn(lvl, f'down_{lvl}_attn_{i}')(h, context, context_mask)
         skips.append(h)
       if lvl != last:
-        h = downsample(h, self.temporal_downsample[lvl], self.conv, self.dtype, f'down_{lvl}_sample')
+        h = downsample(h, self.temporal_downsample[lvl], self.conv, self.temporal, self.dtype,
+                       f'down_{lvl}_sample')
         skips.append(h)
 
     h = block(self.channels[-1], 'mid_res_0')(h, cond, train)
@@ -185,9 +206,39 @@ class UNet3D(nn.Module):
         if has_attn(lvl):
           h = attn(lvl, f'up_{lvl}_attn_{i}')(h, context, context_mask)
       if lvl != 0:
-        h = upsample(h, self.temporal_downsample[lvl - 1], self.conv, self.dtype, f'up_{lvl}_sample')
+        h = upsample(h, self.temporal_downsample[lvl - 1], self.conv, self.temporal, self.dtype,
+                     f'up_{lvl}_sample')
 
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm_out')(h))
-    out = ConvBlock(self.out_channels * math.prod(self.patch_size), self.conv, dtype=self.dtype,
-                    name='conv_out')(h)
+    out = ConvBlock(self.out_channels * math.prod(self.patch_size), self.conv, self.temporal,
+                    self.dtype, name='conv_out')(h)
     return layers.depth_to_space(out, self.patch_size).astype(jnp.float32)
+
+
+def inflate_from_image_params(image_params, video_params):
+  """Video U-Net params that act like the image U-Net's on every frame (Make-A-Video inflation).
+
+  Both are param trees of the same model config, built with temporal=False and True. Shared
+  parameters are copied; a 1x3x3 image kernel goes onto the centre slice of a 3x3x3 video
+  kernel; temporal layers keep the video tree's frame-by-frame initialisation (identity
+  temporal convs, zero temporal attention output).
+  """
+  flat_image = flax.traverse_util.flatten_dict(flax.core.unfreeze(image_params))
+  flat_video = flax.traverse_util.flatten_dict(flax.core.unfreeze(video_params))
+  return flax.traverse_util.unflatten_dict(
+      {path: inflated(flat_image.get(path), value, path) for path, value in flat_video.items()})
+
+
+def inflated(image_value, video_value, path):
+  """The video parameter at `path` given the image model's (None when it has none)."""
+  if image_value is None:
+    return video_value
+  unbox = lambda v: v.value if isinstance(v, nn.Partitioned) else v
+  image, video = unbox(image_value), unbox(video_value)
+  if image.shape == video.shape:
+    out = image
+  else:
+    check(image.ndim == 5 and image.shape[0] == 1 and image.shape[1:] == video.shape[1:],
+          f'cannot inflate {"/".join(path)}: image shape {image.shape}, video shape {video.shape}.')
+    out = jnp.zeros_like(video).at[video.shape[0] // 2].set(image[0])
+  return video_value.replace_boxed(out) if isinstance(video_value, nn.Partitioned) else out

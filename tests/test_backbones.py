@@ -1,0 +1,192 @@
+"""Both backbones: shapes, sharded == single-device, remat, inflation, windowed attention, sizes."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common, quickstart
+from vidiff import models, train
+from vidiff.errors import UserError
+from vidiff.models import layers, text, unet3d
+
+BACKBONES = ['unet3d', 'st_transformer']
+
+
+def _inputs(shape, seed=0):
+  x = jax.random.normal(jax.random.PRNGKey(seed), shape)
+  t = jnp.linspace(0.2, 0.8, shape[0])
+  tokens = jnp.asarray(text.tokenize(['a red circle moving left'] * shape[0], 16, 4096))
+  return x, t, tokens
+
+
+def _perturbed(params, scale=0.05, seed=3):
+  """Params with every leaf moved off its init: zero-init gates and outputs become active."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(tree, [v + scale * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys)])
+
+
+def _init(config, shape):
+  model = models.get_model(config.model)
+  x, t, tokens = _inputs(shape)
+  params = flax.core.unfreeze(nn_unbox(model.init(jax.random.PRNGKey(1), x, t, tokens)))
+  return model, _perturbed(params), (x, t, tokens)
+
+
+def nn_unbox(tree):
+  return flax.linen.meta.unbox(tree)
+
+
+@pytest.mark.parametrize('attention', ['factorized', 'alternating', 'joint'])
+@pytest.mark.parametrize('shape', [(2, 1, 8, 8, 3), (1, 4, 16, 8, 3), (2, 6, 8, 16, 3)])
+def test_st_transformer_output_shape_equals_input(attention, shape):
+  config = quickstart.get_config('st_transformer,tiny')
+  config.model.attention = attention
+  model, params, args = _init(config, shape)
+  out = model.apply(params, *args)
+  assert out.shape == shape and out.dtype == jnp.float32
+  assert float(jnp.abs(out).max()) > 0
+
+
+def test_fresh_st_transformer_predicts_zero():
+  """adaLN-Zero: every block and the output layer start as zero, so the model outputs 0."""
+  config = quickstart.get_config('st_transformer,tiny')
+  model = models.get_model(config.model)
+  x, t, tokens = _inputs((1, 4, 8, 8, 3))
+  params = model.init(jax.random.PRNGKey(1), x, t, tokens)
+  np.testing.assert_array_equal(model.apply(params, x, t, tokens), 0.)
+
+
+def _forward_and_grads(setup, params, args):
+  """Model output and d(sum out^2)/d params, jitted on the setup's mesh."""
+  shardings = (setup.state_shardings.params, setup.batch_shardings['video'], None,
+               setup.batch_shardings['tokens'])
+  apply = lambda p, x, t, tok: setup.model.apply({'params': p}, x, t, tok)
+  fn = jax.jit(lambda p, x, t, tok: (apply(p, x, t, tok),
+                                     jax.grad(lambda q: jnp.sum(apply(q, x, t, tok) ** 2))(p)),
+               in_shardings=shardings)
+  with setup.context():
+    return jax.device_get(fn(params, *args))
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_sharded_forward_equals_single_device(backbone):
+  """data=2 x time=2 x space=2: frames and rows split, attention re-shards between them."""
+  config = quickstart.get_config(f'{backbone},tiny')
+  config.data.update(num_frames=4, resolution=16)
+  config.mesh.update(data=2, fsdp=1, time=2, space=2, tensor=1)
+  sharded = train.make_setup(config)
+  model, params, args = _init(config, (2, 4, 16, 16, 3))
+  params = params['params']
+  out, grads = _forward_and_grads(sharded, params, args)
+  config.mesh.update(data=1, time=1, space=1)
+  single = train.make_setup(config, jax.devices()[:1])
+  ref_out, ref_grads = _forward_and_grads(single, params, args)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-5)
+  for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-4, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize('backbone,policy', [('unet3d', 'dots'), ('st_transformer', 'full'),
+                                             ('st_transformer', 'dots_no_batch')])
+def test_remat_gives_the_same_gradients(backbone, policy):
+  config = quickstart.get_config(f'{backbone},tiny')
+  shape = (1, 4, 8, 8, 3)
+  grads = {}
+  for remat in ('none', policy):
+    config.model.remat_policy = remat
+    model, params, args = _init(config, shape)
+    grads[remat] = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, *args) ** 2)))(params)
+  # Recomputation may reorder float sums: equal up to float noise on each array's scale.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max()),
+               grads['none'], grads[policy])
+
+
+def test_unknown_remat_policy_is_a_user_error():
+  config = quickstart.get_config('st_transformer,tiny')
+  config.model.remat_policy = 'some'
+  with pytest.raises(UserError, match='remat_policy'):
+    _init(config, (1, 2, 8, 8, 3))
+
+
+@pytest.mark.parametrize('conv', ['2plus1d', '3d'])
+@pytest.mark.parametrize('frames', [1, 3])
+def test_inflated_unet_equals_image_unet_on_every_frame(conv, frames):
+  config = quickstart.get_config('unet3d,tiny')
+  config.model.conv = conv
+  x, t, tokens = _inputs((2, frames, 8, 8, 3))
+  image_config = config.model.copy_and_resolve_references()
+  image_config.temporal = False
+  image_model = models.get_model(image_config)
+  image_params = _perturbed(nn_unbox(image_model.init(jax.random.PRNGKey(1), x[:, :1], t, tokens)))
+  video_model = models.get_model(config.model)
+  video_params = video_model.init(jax.random.PRNGKey(2), x, t, tokens)
+  params = nn_unbox(unet3d.inflate_from_image_params(image_params, video_params))
+  video_out = video_model.apply(params, x, t, tokens)
+  for k in range(frames):
+    np.testing.assert_allclose(video_out[:, k:k + 1],
+                               image_model.apply(image_params, x[:, k:k + 1], t, tokens),
+                               rtol=1e-4, atol=1e-5)
+
+
+def _windowed_reference(q, k, v, window, causal):
+  length = q.shape[1]
+  i, j = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
+  allowed = (jnp.abs(i - j) <= window) & ((j <= i) if causal else True)
+  return jax.nn.dot_product_attention(q, k, v, mask=allowed[None, None])
+
+
+@pytest.mark.parametrize('length,window,causal', [(17, 3, False), (16, 4, True), (9, 1, False),
+                                                  (12, 0, False)])
+def test_local_attention_equals_masked_full_attention(length, window, causal):
+  q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 2, length, 2, 8))
+  np.testing.assert_allclose(layers.local_attention(q, k, v, window, causal),
+                             _windowed_reference(q, k, v, window, causal), rtol=1e-5, atol=1e-6)
+
+
+def test_window_covering_all_frames_equals_full_attention():
+  q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 8, 2, 8))
+  np.testing.assert_allclose(layers.attention(q, k, v, local_window=8),
+                             jax.nn.dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
+
+
+def test_local_attention_never_reads_outside_its_window():
+  length, window, query = 20, 3, 9
+  q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 1, length, 1, 4))
+  grad_k, grad_v = jax.grad(lambda k, v: jnp.sum(layers.local_attention(q, k, v, window)[:, query]),
+                            argnums=(0, 1))(k, v)
+  touched = np.flatnonzero(np.abs(np.asarray(grad_k) + np.asarray(grad_v)).sum(axis=(0, 2, 3)))
+  np.testing.assert_array_equal(touched, np.arange(query - window, query + window + 1))
+
+
+def test_temporal_window_in_a_model_limits_what_frames_see():
+  config = quickstart.get_config('st_transformer,tiny')
+  config.model.update(temporal_window=1, depth=1, patch_size=(1, 4, 4))
+  model, params, (x, t, tokens) = _init(config, (1, 8, 8, 8, 3))
+  grad = jax.grad(lambda x: jnp.sum(model.apply(params, x, t, tokens)[:, 0]))(x)
+  seen = np.flatnonzero(np.abs(np.asarray(grad)).sum(axis=(0, 2, 3, 4)))
+  np.testing.assert_array_equal(seen, [0, 1])
+
+
+@pytest.mark.parametrize('field,value,valid', [('num_frames', 3, '2, 4, 6'),
+                                               ('resolution', 12, '8, 16, 24')])
+def test_st_transformer_shapes_not_divisible_by_the_patch_name_valid_values(field, value, valid):
+  config = quickstart.get_config('st_transformer,tiny')
+  config.model.patch_size = (2, 8, 8)
+  kwargs = {'num_frames': 4, 'resolution': 16, field: value}
+  with pytest.raises(UserError, match=f'data.{field}={value}.*valid values include {valid}'):
+    models.check_video_shape(config.model, **kwargs)
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_preset_sizes(backbone):
+  """base is ~100-300M params and large 1B+ (shapes only: nothing is allocated)."""
+  counts = {}
+  for size in ('base', 'large'):
+    model = models.get_model(common.model_config(backbone, size))
+    x, t, tokens = _inputs((1, 8, 64, 64, 3))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, t, tokens)
+    counts[size] = sum(np.prod(v.shape) for v in jax.tree.leaves(nn_unbox(shapes)))
+  assert 100e6 <= counts['base'] <= 300e6 and counts['large'] >= 1e9, counts

@@ -1,0 +1,155 @@
+"""A factorized space-time Transformer (Latte / Open-Sora STDiT style) over tubelet tokens.
+
+Tokens keep the video layout [B, T', H', W', D] (T' = T / pt, ...), so the activation
+sharding of the U-Net applies unchanged: spatial attention sees whole frames (FRAMES),
+temporal attention each token's whole time series (PIXELS), and the re-shard between them
+is an all-to-all chosen by the partitioner, not a gather of the video.
+
+Positions work for any frame count and size: 2D sinusoidal (h, w) embeddings are added to
+the tokens, time enters as rotary positions in the attention over frames.
+"""
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vidiff.errors import check
+from vidiff.models import layers
+from vidiff.models.remat import remat
+
+# Self-attentions of each block by `attention` mode (ViViT's factorizations; 'joint' is the
+# full space-time baseline). 'alternating' gives even blocks spatial, odd blocks temporal.
+MIXERS = {'factorized': (('spatial', 'temporal'),), 'alternating': (('spatial',), ('temporal',)),
+          'joint': (('joint',),)}
+
+
+def modulate(x, shift, scale):
+  """adaLN: x [B, T, H, W, D] * (1 + scale) + shift, with shift/scale [B, 1, 1, 1, D]."""
+  return x * (1 + scale) + shift
+
+
+def sincos_2d(height: int, width: int, dim: int):
+  """Fixed 2D sinusoidal position embedding [H, W, dim]: half the channels for rows, half for
+  columns (dim divisible by 4)."""
+  rows = layers.sinusoidal_embedding(jnp.arange(height), dim // 2)  # [H, dim/2]
+  cols = layers.sinusoidal_embedding(jnp.arange(width), dim // 2)  # [W, dim/2]
+  return jnp.concatenate([jnp.broadcast_to(rows[:, None], (height, width, dim // 2)),
+                          jnp.broadcast_to(cols[None, :], (height, width, dim // 2))], axis=-1)
+
+
+class STBlock(nn.Module):
+  """Self-attentions (`mixers`, in order) -> cross-attention -> MLP, adaLN-Zero on `cond`.
+
+  x: [B, T, H, W, D], cond: [B, Dc], context: [B, L, Cc], context_mask: [B, L] -> x's shape.
+  Every modulated branch has a zero-initialised gate, so a fresh block is the identity.
+  """
+  num_heads: int
+  mixers: Sequence[str] = ('spatial', 'temporal')
+  mlp_ratio: int = 4
+  temporal_window: int | None = None
+  temporal_causal: bool = False
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cond, context, context_mask):
+    shape, width = x.shape, x.shape[-1]
+    branches = (*self.mixers, 'mlp')
+    mods = layers.dense(3 * width * len(branches), ('embed', 'mlp'), zero_init=True,
+                        dtype=self.dtype, name='ada_ln')(nn.silu(cond))
+    mods = jnp.split(mods[:, None, None, None, :], 3 * len(branches), axis=-1)
+    norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name=name)
+    for i, branch in enumerate(branches):
+      shift, scale, gate = mods[3 * i:3 * i + 3]
+      h = modulate(norm(f'norm_{branch}')(x), shift, scale)
+      if branch == 'mlp':
+        h = layers.MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
+      else:
+        h = self.mix(branch, h)
+      x = layers.constrain(x + gate * h, layers.VIDEO)
+      if i == len(self.mixers) - 1:  # cross-attention after the self-attentions
+        x = x + self.cross(layers.layer_norm(self.dtype, name='norm_cross')(x), context,
+                           context_mask)
+    return x
+
+  def attend(self, name, h, **kw):
+    width = h.shape[-1]
+    return layers.MultiHeadAttention(self.num_heads, width // self.num_heads, dtype=self.dtype,
+                                     name=name)(h, **kw)
+
+  def mix(self, mixer: str, x):
+    """One self-attention over frames ('spatial'), frames ('temporal') or everything ('joint')."""
+    shape = x.shape
+    if mixer == 'spatial':
+      return layers.split_time(self.attend('spatial', layers.merge_time(
+          layers.constrain(x, layers.FRAMES))), shape)
+    time_positions = jnp.arange(shape[1])
+    if mixer == 'temporal':
+      h = layers.merge_space(layers.constrain(x, layers.PIXELS))
+      h = self.attend('temporal', h, rotary_positions=time_positions,
+                      local_window=self.temporal_window, causal=self.temporal_causal)
+      return layers.split_space(h, shape)
+    b, t, hh, ww, d = shape  # joint: one sequence of all T*H*W tokens, time-major
+    h = layers.constrain(x, ('act_batch', None, None, None, 'act_embed')).reshape(b, t * hh * ww, d)
+    h = self.attend('joint', h, rotary_positions=jnp.repeat(time_positions, hh * ww))
+    return h.reshape(shape)
+
+  def cross(self, x, context, context_mask):
+    shape = x.shape
+    ctx = jnp.repeat(context, shape[1], axis=0)
+    mask = jnp.repeat(context_mask, shape[1], axis=0)[:, None, None, :]
+    h = layers.merge_time(layers.constrain(x, layers.FRAMES))
+    return layers.split_time(self.attend('cross', h, context=ctx, mask=mask), shape)
+
+
+class STTransformer(nn.Module):
+  """Video DiT. x: [B,T,H,W,C], cond: [B,Dc], context: [B,L,Cc], mask: [B,L] -> [B,T,H,W,out].
+
+  `patch_size` (t, h, w) tubelets are embedded to `width` channels, `depth` blocks of
+  `attention` mode (MIXERS) follow, and an adaLN-modulated zero-initialised linear layer
+  unpatchifies. `remat_policy` recomputes each block's activations in the backward pass.
+  """
+  width: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  patch_size: Sequence[int] = (1, 2, 2)
+  attention: str = 'factorized'
+  mlp_ratio: int = 4
+  temporal_window: int | None = None
+  temporal_causal: bool = False
+  remat_policy: str = 'none'
+  out_channels: int = 3
+  dtype: layers.Dtype = jnp.float32
+
+  def setup_check(self):
+    check(self.attention in MIXERS, f'model.attention={self.attention!r}; use one of {sorted(MIXERS)}.')
+    check(self.width % self.num_heads == 0 and self.width % 4 == 0,
+          f'model.width={self.width} must be divisible by 4 and by model.num_heads={self.num_heads}.')
+
+  def factors(self) -> tuple[int, int]:
+    """(time, space) factors that frame counts and sizes must be divisible by."""
+    pt, ph, pw = self.patch_size
+    check(ph == pw, f'model.patch_size={tuple(self.patch_size)} must have equal h and w.')
+    return pt, ph
+
+  @nn.compact
+  def __call__(self, x, cond, context, context_mask, train: bool = False):
+    del train  # no dropout
+    self.setup_check()
+    tokens = layers.space_to_depth(x, self.patch_size)
+    h = layers.dense(self.width, (None, 'embed'), dtype=self.dtype, name='patch_embed')(tokens)
+    h = layers.constrain(h + sincos_2d(*h.shape[2:4], self.width).astype(h.dtype), layers.VIDEO)
+    block = remat(STBlock, self.remat_policy)
+    mixers = MIXERS[self.attention]
+    for i in range(self.depth):
+      h = block(self.num_heads, mixers[i % len(mixers)], self.mlp_ratio, self.temporal_window,
+                self.temporal_causal, self.dtype, name=f'block_{i}')(h, cond, context, context_mask)
+    shift, scale = jnp.split(layers.dense(2 * self.width, ('embed', 'mlp'), zero_init=True,
+                                          dtype=self.dtype, name='final_ada_ln')(nn.silu(cond))
+                             [:, None, None, None, :], 2, axis=-1)
+    h = modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype,
+                              name='norm_out')(h), shift, scale)
+    out = layers.dense(self.out_channels * math.prod(self.patch_size), ('embed', None),
+                       zero_init=True, dtype=self.dtype, name='unpatchify')(h)
+    return layers.depth_to_space(out, self.patch_size).astype(jnp.float32)
