@@ -71,6 +71,7 @@ def unet3d_config(size: str) -> ml_collections.ConfigDict:
   }[size]
   levels = len(presets['channels'])
   model = dict(name='unet3d', dtype='float32', cond_dim=4 * presets['channels'][0],
+               frame_embedding=True,
                text=text_config(size), channels=presets['channels'],
                num_res_blocks=presets.get('num_res_blocks', 1),
                attention_levels=presets['attention_levels'],
@@ -87,9 +88,13 @@ def st_transformer_config(size: str) -> ml_collections.ConfigDict:
   base ~200M; large ~1.6B (compile-only on CPU)."""
   width, depth, heads = {'tiny': (32, 2, 2), 'quickstart': (128, 4, 4), 'base': (768, 12, 12),
                          'large': (1536, 24, 24)}[size]
+  # On a 2-core CPU, 2x2 patches of 32x32 frames (256 tokens a frame) cost 1.1 s a step at
+  # batch 4; 4x4 patches cost 0.22 s.
+  patch = (1, 4, 4) if size == 'quickstart' else (1, 2, 2)
   return ml_collections.ConfigDict(dict(
-      name='st_transformer', dtype='float32', cond_dim=width, text=text_config(size),
-      width=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2), attention='factorized',
+      name='st_transformer', dtype='float32', cond_dim=width, frame_embedding=True,
+      text=text_config(size),
+      width=width, depth=depth, num_heads=heads, patch_size=patch, attention='factorized',
       mlp_ratio=4, temporal_window=None, temporal_causal=False, remat_policy='none'))
 
 

@@ -59,6 +59,18 @@ def test_fresh_st_transformer_predicts_zero():
   np.testing.assert_array_equal(model.apply(params, x, t, tokens), 0.)
 
 
+@pytest.mark.parametrize('frame_embedding', [False, True])
+def test_frame_embedding_tells_identical_frames_apart(frame_embedding):
+  """Without it the ST-Transformer is shift-invariant in time: identical frames in, identical
+  frames out, so from pure noise it could not draw frame k differently from frame 0."""
+  config = quickstart.get_config('st_transformer,tiny')
+  config.model.frame_embedding = frame_embedding
+  model, params, (x, t, tokens) = _init(config, (1, 4, 8, 8, 3))
+  out = model.apply(params, jnp.repeat(x[:, :1], 4, axis=1), t, tokens)
+  spread = float(jnp.abs(out - out[:, :1]).max())
+  assert (spread > 1e-3) if frame_embedding else (spread < 1e-5), spread
+
+
 def _forward_and_grads(setup, params, args):
   """Model output and d(sum out^2)/d params, jitted on the setup's mesh."""
   shardings = (setup.state_shardings.params, setup.batch_shardings['video'], None,
@@ -118,7 +130,7 @@ def test_inflated_unet_equals_image_unet_on_every_frame(conv, frames):
   config.model.conv = conv
   x, t, tokens = _inputs((2, frames, 8, 8, 3))
   image_config = config.model.copy_and_resolve_references()
-  image_config.temporal = False
+  image_config.update(temporal=False, frame_embedding=False)
   image_model = models.get_model(image_config)
   image_params = _perturbed(nn_unbox(image_model.init(jax.random.PRNGKey(1), x[:, :1], t, tokens)))
   video_model = models.get_model(config.model)

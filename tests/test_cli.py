@@ -102,3 +102,25 @@ def test_resolution_the_model_cannot_take(tmp_path):
 def test_sample_without_checkpoint(tmp_path):
   result = run('vidiff.sample', f'--workdir={tmp_path}')
   assert_one_line_error(result, 'no checkpoint')
+
+
+@pytest.mark.slow
+def test_st_transformer_trains_through_main_on_a_time_space_mesh(tmp_path):
+  result = run('vidiff.main', '--config=configs/quickstart.py:st_transformer,tiny',
+               f'--workdir={tmp_path}', '--config.mesh.data=2', '--config.mesh.time=2',
+               '--config.mesh.space=2')
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert 'st_transformer:' in result.stdout, result.stdout[:500]
+  assert "'time': 2, 'space': 2" in result.stdout
+  assert np.load(tmp_path / 'samples' / 'step_4' / 'samples.npz')['videos'].shape == (2, 4, 16, 16, 3)
+  losses = [json.loads(l).get('train/loss') for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert all(np.isfinite(l) for l in losses if l is not None) and any(l is not None for l in losses)
+
+
+def test_model_info_prints_params_and_flops():
+  result = run('vidiff.model_info', '--config=configs/quickstart.py:st_transformer,tiny', devices=1)
+  assert result.returncode == 0, result.stderr[-3000:]
+  numbers = {m[0]: float(m[1]) for m in re.findall(r'(params total|forward_backward|forward)\s+([\d.]+)',
+                                                   result.stdout)}
+  assert numbers['params total'] > 0.1, result.stdout  # millions
+  assert numbers['forward_backward'] > 2 * numbers['forward'] > 0, result.stdout

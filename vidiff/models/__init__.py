@@ -9,7 +9,7 @@ from vidiff.models.st_transformer import STTransformer
 from vidiff.models.unet3d import UNet3D
 
 BACKBONES = {'unet3d': UNet3D, 'st_transformer': STTransformer}
-_SHARED = ('name', 'dtype', 'cond_dim', 'text')
+_SHARED = ('name', 'dtype', 'cond_dim', 'frame_embedding', 'text')
 
 
 def backbone(model_config, out_channels: int = 3):
@@ -37,7 +37,7 @@ def get_model(model_config, out_channels: int = 3) -> Denoiser:
   """The full denoiser (prompt encoder + backbone) described by `config.model`."""
   text = TextEncoder(**model_config.text, dtype=dtype(model_config))
   return Denoiser(backbone(model_config, out_channels), text, model_config.cond_dim,
-                  dtype(model_config))
+                  model_config.get('frame_embedding', True), dtype(model_config))
 
 
 def check_video_shape(model_config, num_frames: int, resolution: int) -> None:

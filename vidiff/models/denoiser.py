@@ -10,12 +10,17 @@ from vidiff.models.text import TextEncoder
 class Denoiser(nn.Module):
   """x_t: [B,T,H,W,C] float, t: [B] in [0, 1], tokens: [B, L] int32 -> prediction [B,T,H,W,C].
 
-  The timestep and the pooled prompt form the conditioning vector `cond` [B, cond_dim];
-  the prompt's token embeddings are the cross-attention context.
+  The timestep and the pooled prompt form the conditioning `cond` [B, T, cond_dim], one
+  vector per frame: with `frame_embedding` a zero-initialised embedding of the frame index is
+  added, which tells frames apart where the backbone is otherwise shift-invariant in time
+  (a model fed pure noise can only draw motion if frame k knows it is frame k). Zero at
+  initialisation, so a fresh video model still acts frame by frame.
+  The prompt's token embeddings are the cross-attention context.
   """
   backbone: nn.Module
   text: TextEncoder
   cond_dim: int = 256
+  frame_embedding: bool = True
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
@@ -25,5 +30,10 @@ class Denoiser(nn.Module):
     emb = layers.dense(self.cond_dim, (None, 'embed'), dtype=self.dtype, name='time_fc1')(emb)
     emb = layers.dense(self.cond_dim, ('embed', 'mlp'), dtype=self.dtype, name='time_fc2')(nn.silu(emb))
     emb = emb + layers.dense(self.cond_dim, ('embed', 'mlp'), dtype=self.dtype, name='text_pool')(pooled)
+    emb = jnp.repeat(emb[:, None], x.shape[1], axis=1)
+    if self.frame_embedding:
+      frames = layers.sinusoidal_embedding(jnp.arange(x.shape[1]), self.cond_dim)
+      emb = emb + layers.dense(self.cond_dim, (None, 'mlp'), zero_init=True, dtype=self.dtype,
+                               name='frame_embed')(frames)
     x = layers.constrain(x.astype(self.dtype), layers.VIDEO)
     return self.backbone(x, emb, context, mask, train=train)

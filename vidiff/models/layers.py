@@ -247,6 +247,13 @@ def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.) ->
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
+def per_frame(cond: jax.Array, frames: int) -> jax.Array:
+  """Per-frame conditioning [B, T, D] -> [B, frames, D], averaging groups of T / frames frames
+  (for layers after temporal down-sampling or tubelet patching)."""
+  b, t, d = cond.shape
+  return cond if t == frames else cond.reshape(b, frames, t // frames, d).mean(axis=2)
+
+
 def merge_time(x: jax.Array) -> jax.Array:
   """[B, T, H, W, C] -> [B*T, H*W, C]: tokens of each frame (spatial attention)."""
   b, t, h, w, c = x.shape

@@ -6,7 +6,8 @@ temporal attention each token's whole time series (PIXELS), and the re-shard bet
 is an all-to-all chosen by the partitioner, not a gather of the video.
 
 Positions work for any frame count and size: 2D sinusoidal (h, w) embeddings are added to
-the tokens, time enters as rotary positions in the attention over frames.
+the tokens, time enters as rotary positions in the attention over frames and (see
+`Denoiser.frame_embedding`) as a per-frame term of the adaLN conditioning.
 """
 
 import math
@@ -42,7 +43,7 @@ def sincos_2d(height: int, width: int, dim: int):
 class STBlock(nn.Module):
   """Self-attentions (`mixers`, in order) -> cross-attention -> MLP, adaLN-Zero on `cond`.
 
-  x: [B, T, H, W, D], cond: [B, Dc], context: [B, L, Cc], context_mask: [B, L] -> x's shape.
+  x: [B, T, H, W, D], cond: [B, T, Dc], context: [B, L, Cc], context_mask: [B, L] -> x's shape.
   Every modulated branch has a zero-initialised gate, so a fresh block is the identity.
   """
   num_heads: int
@@ -58,7 +59,7 @@ class STBlock(nn.Module):
     branches = (*self.mixers, 'mlp')
     mods = layers.dense(3 * width * len(branches), ('embed', 'mlp'), zero_init=True,
                         dtype=self.dtype, name='ada_ln')(nn.silu(cond))
-    mods = jnp.split(mods[:, None, None, None, :], 3 * len(branches), axis=-1)
+    mods = jnp.split(mods[:, :, None, None, :], 3 * len(branches), axis=-1)
     norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name=name)
     for i, branch in enumerate(branches):
       shift, scale, gate = mods[3 * i:3 * i + 3]
@@ -104,7 +105,7 @@ class STBlock(nn.Module):
 
 
 class STTransformer(nn.Module):
-  """Video DiT. x: [B,T,H,W,C], cond: [B,Dc], context: [B,L,Cc], mask: [B,L] -> [B,T,H,W,out].
+  """Video DiT. x: [B,T,H,W,C], cond: [B,T,Dc] (per frame), context: [B,L,Cc], mask: [B,L] -> [B,T,H,W,out].
 
   `patch_size` (t, h, w) tubelets are embedded to `width` channels, `depth` blocks of
   `attention` mode (MIXERS) follow, and an adaLN-modulated zero-initialised linear layer
@@ -140,6 +141,7 @@ class STTransformer(nn.Module):
     tokens = layers.space_to_depth(x, self.patch_size)
     h = layers.dense(self.width, (None, 'embed'), dtype=self.dtype, name='patch_embed')(tokens)
     h = layers.constrain(h + sincos_2d(*h.shape[2:4], self.width).astype(h.dtype), layers.VIDEO)
+    cond = layers.per_frame(cond, h.shape[1])
     block = remat(STBlock, self.remat_policy)
     mixers = MIXERS[self.attention]
     for i in range(self.depth):
@@ -147,7 +149,7 @@ class STTransformer(nn.Module):
                 self.temporal_causal, self.dtype, name=f'block_{i}')(h, cond, context, context_mask)
     shift, scale = jnp.split(layers.dense(2 * self.width, ('embed', 'mlp'), zero_init=True,
                                           dtype=self.dtype, name='final_ada_ln')(nn.silu(cond))
-                             [:, None, None, None, :], 2, axis=-1)
+                             [:, :, None, None, :], 2, axis=-1)
     h = modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype,
                               name='norm_out')(h), shift, scale)
     out = layers.dense(self.out_channels * math.prod(self.patch_size), ('embed', None),

@@ -43,7 +43,10 @@ class ConvBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-  """GroupNorm-SiLU-conv twice, scale-shift conditioning, residual. x: [B,T,H,W,C], cond: [B,D]."""
+  """GroupNorm-SiLU-conv twice, per-frame scale-shift conditioning, residual.
+
+  x: [B, T, H, W, C], cond: [B, T0, D] with T0 a multiple of T (pooled to T frames).
+  """
   features: int
   conv: str = '2plus1d'
   groups: int = 32
@@ -57,8 +60,8 @@ class ResBlock(nn.Module):
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm1')(x))
     h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, name='conv1')(h)
     scale_shift = layers.dense(2 * self.features, ('embed', 'conv_out'), dtype=self.dtype,
-                               name='cond')(nn.silu(cond))
-    scale, shift = jnp.split(scale_shift[:, None, None, None, :], 2, axis=-1)
+                               name='cond')(nn.silu(layers.per_frame(cond, x.shape[1])))
+    scale, shift = jnp.split(scale_shift[:, :, None, None, :], 2, axis=-1)
     h = layers.GroupNorm(self.groups, self.dtype, name='norm2')(h) * (1 + scale) + shift
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
     h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, name='conv2')(h)
@@ -125,7 +128,7 @@ def upsample(x, time: bool, conv: str, temporal: bool, dtype, name: str):
 
 
 class UNet3D(nn.Module):
-  """Video U-Net. x: [B,T,H,W,C], cond: [B,D], context: [B,L,Cc], mask: [B,L] -> [B,T,H,W,out].
+  """Video U-Net. x: [B,T,H,W,C], cond: [B,T,D], context: [B,L,Cc], mask: [B,L] -> [B,T,H,W,out].
 
   Level i has `channels[i]` features; `attention_levels[i]` adds spatial + cross attention,
   `temporal_attention_levels[i]` temporal attention, `temporal_downsample[i]` halves time
@@ -218,10 +221,11 @@ class UNet3D(nn.Module):
 def inflate_from_image_params(image_params, video_params):
   """Video U-Net params that act like the image U-Net's on every frame (Make-A-Video inflation).
 
-  Both are param trees of the same model config, built with temporal=False and True. Shared
-  parameters are copied; a 1x3x3 image kernel goes onto the centre slice of a 3x3x3 video
-  kernel; temporal layers keep the video tree's frame-by-frame initialisation (identity
-  temporal convs, zero temporal attention output).
+  Both are param trees of the same model config, built with temporal=False (and
+  frame_embedding=False) and True. Shared parameters are copied; a 1x3x3 image kernel goes onto
+  the centre slice of a 3x3x3 video kernel; temporal layers keep the video tree's frame-by-frame
+  initialisation (identity temporal convs, zero temporal attention output, zero frame
+  embedding).
   """
   flat_image = flax.traverse_util.flatten_dict(flax.core.unfreeze(image_params))
   flat_video = flax.traverse_util.flatten_dict(flax.core.unfreeze(video_params))
