@@ -55,7 +55,7 @@ class STBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, cond, context, context_mask):
-    shape, width = x.shape, x.shape[-1]
+    width = x.shape[-1]
     branches = (*self.mixers, 'mlp')
     mods = layers.dense(3 * width * len(branches), ('embed', 'mlp'), zero_init=True,
                         dtype=self.dtype, name='ada_ln')(nn.silu(cond))
