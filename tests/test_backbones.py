@@ -1,13 +1,14 @@
 """Both backbones: shapes, sharded == single-device, remat, inflation, windowed attention, sizes."""
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common, quickstart
-from vidiff import models, train
+from configs import quickstart
+from vidiff import model_info, models, train
 from vidiff.errors import UserError
 from vidiff.models import layers, text, unet3d
 
@@ -31,12 +32,8 @@ def _perturbed(params, scale=0.05, seed=3):
 def _init(config, shape):
   model = models.get_model(config.model)
   x, t, tokens = _inputs(shape)
-  params = flax.core.unfreeze(nn_unbox(model.init(jax.random.PRNGKey(1), x, t, tokens)))
+  params = flax.core.unfreeze(nn.meta.unbox(model.init(jax.random.PRNGKey(1), x, t, tokens)))
   return model, _perturbed(params), (x, t, tokens)
-
-
-def nn_unbox(tree):
-  return flax.linen.meta.unbox(tree)
 
 
 @pytest.mark.parametrize('attention', ['factorized', 'alternating', 'joint'])
@@ -132,10 +129,10 @@ def test_inflated_unet_equals_image_unet_on_every_frame(conv, frames):
   image_config = config.model.copy_and_resolve_references()
   image_config.update(temporal=False, frame_embedding=False)
   image_model = models.get_model(image_config)
-  image_params = _perturbed(nn_unbox(image_model.init(jax.random.PRNGKey(1), x[:, :1], t, tokens)))
+  image_params = _perturbed(nn.meta.unbox(image_model.init(jax.random.PRNGKey(1), x[:, :1], t, tokens)))
   video_model = models.get_model(config.model)
   video_params = video_model.init(jax.random.PRNGKey(2), x, t, tokens)
-  params = nn_unbox(unet3d.inflate_from_image_params(image_params, video_params))
+  params = nn.meta.unbox(unet3d.inflate_from_image_params(image_params, video_params))
   video_out = video_model.apply(params, x, t, tokens)
   for k in range(frames):
     np.testing.assert_allclose(video_out[:, k:k + 1],
@@ -197,8 +194,7 @@ def test_preset_sizes(backbone):
   """base is ~100-300M params and large 1B+ (shapes only: nothing is allocated)."""
   counts = {}
   for size in ('base', 'large'):
-    model = models.get_model(common.model_config(backbone, size))
-    x, t, tokens = _inputs((1, 8, 64, 64, 3))
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, t, tokens)
-    counts[size] = sum(np.prod(v.shape) for v in jax.tree.leaves(nn_unbox(shapes)))
+    config = quickstart.get_config(f'{backbone},{size}')
+    config.data.update(num_frames=8, resolution=64)
+    counts[size] = model_info.param_counts(config)['total']
   assert 100e6 <= counts['base'] <= 300e6 and counts['large'] >= 1e9, counts

@@ -10,12 +10,11 @@ optimizer). The large presets compile for minutes on CPU: pass --flops=false for
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import flags
 from flax import linen as nn
 from ml_collections import config_flags
 
-from vidiff import cli, models
+from vidiff import cli, models, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training config file[:arg].', lock_config=True)
@@ -31,20 +30,23 @@ def abstract_inputs(config, batch: int = 1):
           jax.ShapeDtypeStruct((batch, config.model.text.max_len), jnp.int32))
 
 
+def abstract_variables(model, config):
+  """The model's variables {'params': ...} as unboxed ShapeDtypeStructs."""
+  return nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), *abstract_inputs(config)))
+
+
 def param_counts(config) -> dict[str, int]:
   """Parameters per top-level part of the denoiser ('backbone', 'text', ...) and 'total'."""
-  model = models.get_model(config.model)
-  shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), *abstract_inputs(config)))
-  count = lambda tree: int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
-  parts = {name: count(tree) for name, tree in shapes['params'].items()}
-  return {**parts, 'total': count(shapes)}
+  variables = abstract_variables(models.get_model(config.model), config)
+  parts = {name: train.count_params(tree) for name, tree in variables['params'].items()}
+  return {**parts, 'total': train.count_params(variables)}
 
 
 def flops_per_clip(config) -> dict[str, float]:
   """XLA-counted FLOPs of the forward pass and of forward + backward for one clip."""
   model = models.get_model(config.model)
   inputs = abstract_inputs(config)
-  params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs))
+  params = abstract_variables(model, config)
   forward = lambda p, x, t, tok: jnp.sum(model.apply(p, x, t, tok) ** 2)
   count = lambda fn: float(jax.jit(fn).lower(params, *inputs).compile().cost_analysis()['flops'])
   return {'forward': count(forward), 'forward_backward': count(jax.grad(forward))}
