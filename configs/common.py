@@ -118,8 +118,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, batch_size=8, learning_rate=1e-3, warmup_steps=100, weight_decay=0.0,
       grad_clip=1.0, ema_decay=0.995, log_every=25, eval_every=250, checkpoint_every=250,
-      keep_checkpoints=3))
+      keep_checkpoints=3,
+      grad_accum_steps=1,  # microbatches per step, accumulated inside the jitted step
+      max_nonfinite_steps=10))  # stop after this many skipped (NaN/Inf) steps in a row
   c.sample = ml_collections.ConfigDict(dict(
       num_prompts=8, steps=50, guidance=3.0, eta=0.0, fps=8, seed=0, batch_size=8))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, time=1, space=1, tensor=1, rules=RULES))
+  # Total size of each mesh axis (-1: the remaining devices). `dcn`: how many ways of each goes
+  # across TPU slices / GPU nodes (the slow network); its product is the number of them.
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, time=1, space=1, tensor=1, rules=RULES,
+      dcn=dict(data=1, fsdp=1, time=1, space=1, tensor=1)))
   return c
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The config saved with a checkpoint, with fields added since it was written set to their
+  defaults (the model section is taken as saved: its fields depend on the backbone)."""
+  config = base_config()
+  for section, values in saved.items():
+    if section == 'model' or not isinstance(values, dict) or section not in config:
+      config[section] = ml_collections.ConfigDict(values) if isinstance(values, dict) else values
+    else:
+      _merge(config[section], values)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, values: dict) -> None:
+  for key, value in values.items():
+    if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+      _merge(config[key], value)
+    else:
+      config[key] = value

@@ -44,7 +44,10 @@ def test_train_sharded_resume_and_sample(tmp_path):
   videos = np.load(samples / 'samples.npz')['videos']
   assert videos.shape == (2, 4, 16, 16, 3) and videos.dtype == np.uint8
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
-  assert {'train/loss', 'eval/loss', 'sample/color', 'perf/steps_per_sec'} <= {k for r in rows for k in r}
+  assert {'train/loss', 'eval/loss', 'sample/color', 'perf/steps_per_sec', 'perf/tflops_per_sec',
+          'perf/mfu', 'train/nonfinite_steps'} <= {k for r in rows for k in r}
+  assert re.search(r'step 4: eval loss [\d.]+ \| [\d.]+ s/step, [\d.]+ clips/s, [\d.]+ TFLOP/s, '
+                   r'MFU [\d.]+% \(measured f32 matmul on this host\)', result.stdout), result.stdout
   assert list(workdir.glob('events.out.tfevents.*'))
   assert (workdir / 'loss.png').stat().st_size > 0
   assert (workdir / 'checkpoints' / '4').is_dir()

@@ -1,16 +1,22 @@
 """Mesh construction and sharding inference."""
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from configs import common
 from vidiff import sharding
 from vidiff.errors import UserError
+from vidiff.models import layers
 
 
-def mesh_config(**sizes):
-  return ml_collections.ConfigDict({**dict(data=1, fsdp=1, time=1, space=1, tensor=1), **sizes})
+def mesh_config(dcn=None, **sizes):
+  return ml_collections.ConfigDict({**dict(data=1, fsdp=1, time=1, space=1, tensor=1), **sizes,
+                                    'dcn': dcn or {}})
 
 
 def test_fill_axis_takes_the_remaining_devices():
@@ -25,6 +31,15 @@ def test_fill_axis_takes_the_remaining_devices():
 def test_bad_meshes_are_user_errors(sizes, match):
   with pytest.raises(UserError, match=match):
     sharding.mesh_shape(mesh_config(**sizes), 8)
+
+
+@pytest.mark.parametrize('dcn,match', [
+    (dict(data=3), 'must be >= 1 and divide mesh.data=8'),
+    (dict(data=2), 'spans 2 processes but the job has 1'),
+])
+def test_bad_dcn_meshes_are_user_errors(dcn, match):
+  with pytest.raises(UserError, match=match):
+    sharding.make_mesh(mesh_config(data=8, dcn=dcn))
 
 
 def test_make_mesh_names_axes():
@@ -54,3 +69,24 @@ def test_batch_not_divisible_by_mesh_names_the_field():
 def test_sub_mesh_on_one_device():
   mesh = sharding.make_mesh(mesh_config(), devices=jax.devices()[:1])
   assert mesh.devices.size == 1
+
+
+@pytest.mark.parametrize('sizes', [dict(data=2, time=2, space=2), dict(data=2, space=2, tensor=2),
+                                   dict(time=2, space=4)])
+@pytest.mark.parametrize('kernel,strides', [((1, 3, 3), (1, 1, 1)), ((3, 1, 1), (1, 1, 1)),
+                                            ((3, 3, 3), (1, 2, 2))])
+def test_conv_gradients_do_not_depend_on_the_mesh(sizes, kernel, strides):
+  # Regression: XLA partitions a conv over a sharded window axis by halo exchange and then
+  # returned gradients scaled by the mesh axes the input was replicated over (2x, 4x).
+  conv = layers.conv(8, kernel, strides=strides)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 8, 8, 8))
+  params = nn.unbox(conv.init(jax.random.PRNGKey(1), x)['params'])
+  loss = lambda p, x: jnp.mean(jnp.sin(conv.apply({'params': p}, x)) ** 2)
+  expected = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+  mesh = sharding.make_mesh(mesh_config(**sizes))
+  video = jax.sharding.NamedSharding(mesh, P('data', 'time', 'space', None, 'tensor'))
+  params = jax.device_put(params, jax.sharding.NamedSharding(mesh, P()))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(common.RULES):
+    got = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jax.device_put(x, video))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -2,9 +2,11 @@
 
 import sys
 
+import jax
 from absl import app, flags, logging
 
 from vidiff.errors import UserError
+from vidiff.preemption import Preempted
 
 FLAGS = flags.FLAGS
 
@@ -39,6 +41,20 @@ def config_from_flag(name: str = 'config'):
   return config
 
 
+def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
+                           process_id: int | None, auto: bool) -> None:
+  """`jax.distributed.initialize` from flags, or auto-detected from the cluster (TPU pod,
+  SLURM, Open MPI, Kubernetes) with `auto`; a single process needs neither."""
+  given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise UserError('--coordinator_address, --num_processes and --process_id go together; '
+                    'pass all three, or --distributed to detect them from the cluster.')
+  if all(given):
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif auto:
+    jax.distributed.initialize()
+
+
 def run(main) -> None:
   """app.run(main) where UserError becomes `vidiff: error: ...` and exit status 2."""
   def wrapped(argv):
@@ -50,4 +66,7 @@ def run(main) -> None:
       return main(argv)
     except UserError as e:
       fail(str(e))
+    except Preempted as e:
+      print(f'vidiff: {e}', file=sys.stderr)
+      sys.exit(143)  # 128 + SIGTERM: "terminated", so schedulers restart the job
   app.run(wrapped, flags_parser=parse_flags)

@@ -7,9 +7,10 @@ beside them, samples with DDIM + classifier-free guidance, and writes the video 
 extension) and a PNG grid of its frames next to it.
 """
 
-import ml_collections
 from absl import flags
 from etils import epath
+
+from configs import common
 
 from vidiff import checkpointing, cli, generate, metric_writer, models, train, video_io
 from vidiff.errors import UserError, check
@@ -32,8 +33,9 @@ def restore_setup(workdir):
   if config_json is None:
     raise UserError(f'--workdir={workdir} has no checkpoint under {workdir}/checkpoints; train one '
                     f'first: python -m vidiff.main --config=configs/quickstart.py --workdir={workdir}')
-  config = ml_collections.ConfigDict(config_json)
+  config = common.from_saved(config_json)
   config.mesh.update(data=-1, fsdp=1, time=1, space=1, tensor=1)
+  config.mesh.dcn.update(data=1, fsdp=1, time=1, space=1, tensor=1)
   setup = train.make_setup(config)
   return setup, checkpointing.restore(checkpointing.manager(workdir), train.abstract_state(setup))
 

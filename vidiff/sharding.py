@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vidiff.errors import UserError, check
@@ -49,14 +50,42 @@ def _describe(sizes: Sequence[int]) -> str:
 
 
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Builds the 5-axis device mesh described by `config.mesh` over `devices` (default: all)."""
+  """Builds the 5-axis device mesh described by `config.mesh` over `devices` (default: all).
+
+  `mesh.dcn` says how many ways each axis goes across slices (TPU multi-slice) or processes
+  (GPU nodes): those parts are laid over the slow network (DCN) and the rest within a slice or
+  node (ICI / NVLink), with `mesh_utils.create_hybrid_device_mesh`.
+  """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
+  dcn = dcn_shape(mesh_config, shape)
+  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  if math.prod(dcn) > 1:
+    ici = tuple(s // d for s, d in zip(shape, dcn))
+    multislice = len({getattr(d, 'slice_index', 0) for d in devices}) > 1
+    granules = len({getattr(d, 'slice_index', 0) if multislice else d.process_index
+                    for d in devices})
+    check(granules == math.prod(dcn),
+          f'--config.mesh.dcn {_describe(dcn)} spans {math.prod(dcn)} '
+          f'{"slices" if multislice else "processes"} but the job has {granules}; make the '
+          f'product of mesh.dcn.* equal {granules}.')
+    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
+                                                process_is_granule=not multislice)
+    return Mesh(grid, MESH_AXES, axis_types=auto)
   if len(devices) == jax.device_count():
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 5,
-                         devices=devices)
-  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
-              axis_types=(jax.sharding.AxisType.Auto,) * 5)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+
+
+def dcn_shape(mesh_config, shape: Sequence[int]) -> tuple[int, ...]:
+  """The DCN part of each axis in `MESH_AXES` order (all 1 without `mesh.dcn`)."""
+  dcn_config = mesh_config.get('dcn') or {}
+  dcn = tuple(int(dcn_config.get(name, 1)) for name in MESH_AXES)
+  for name, size, ways in zip(MESH_AXES, shape, dcn):
+    check(ways >= 1 and size % ways == 0,
+          f'mesh.dcn.{name}={ways} must be >= 1 and divide mesh.{name}={size} (the axis\'s total '
+          f'size: mesh.dcn.{name} of it across slices/processes, the rest within one).')
+  return dcn
 
 
 def rules(mesh_config) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:

@@ -22,12 +22,13 @@ import optax
 from etils import epath
 from tqdm import tqdm
 
-from vidiff import checkpointing, generate, metric_writer, models, optimizer, sharding
+from vidiff import (checkpointing, generate, metric_writer, models, optimizer, perf, preemption,
+                    sharding, steps)
 from vidiff.data import pipeline
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError, check
-from vidiff.models import text
-from vidiff.train_state import TrainState, ema_decay, ema_update
+from vidiff.models import remat
+from vidiff.train_state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +66,13 @@ def check_config(config) -> None:
   check(config.data.num_frames >= 1 and config.data.frame_stride >= 1,
         'data.num_frames and data.frame_stride must be >= 1.')
   check(config.train.batch_size >= 1, f'train.batch_size={config.train.batch_size} must be >= 1.')
-  for key in ('log_every', 'eval_every', 'checkpoint_every'):
+  for key in ('log_every', 'eval_every', 'checkpoint_every', 'grad_accum_steps',
+              'max_nonfinite_steps'):
     check(config.train[key] >= 1, f'train.{key}={config.train[key]} must be >= 1.')
+  k = config.train.grad_accum_steps
+  check(config.train.batch_size % k == 0,
+        f'train.batch_size={config.train.batch_size} must be divisible by '
+        f'train.grad_accum_steps={k} (the batch is split into that many microbatches).')
   models.check_video_shape(config.model, config.data.num_frames, config.data.resolution)
 
 
@@ -79,6 +85,11 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
   tx, lr_fn = optimizer.make(config.train)
   batch_shardings = sharding.batch_shardings(mesh, rules)
   sharding.check_batch_divisible(batch_shape(config), batch_shardings)
+  micro = config.train.batch_size // config.train.grad_accum_steps
+  check(micro % sharding.ways(batch_shardings['video']) == 0,
+        f'a microbatch of train.batch_size / train.grad_accum_steps = {micro} clips cannot be '
+        f'split over the {sharding.ways(batch_shardings["video"])} batch shards of the mesh; '
+        f'lower train.grad_accum_steps or raise train.batch_size.')
   setup = Setup(config, mesh, rules, model, tx, lr_fn, schedules.from_config(config.diffusion),
                 None, batch_shardings)
   boxed = jax.eval_shape(functools.partial(_boxed_state, setup), jax.random.PRNGKey(0))
@@ -115,54 +126,6 @@ def abstract_state(setup: Setup) -> TrainState:
                       shapes, setup.state_shardings)
 
 
-def drop_prompts(tokens, rng, rate: float):
-  """Replaces each prompt by the empty prompt with probability `rate` (for CFG)."""
-  drop = jax.random.bernoulli(rng, rate, (tokens.shape[0],))
-  null = jnp.asarray(text.null_tokens(tokens.shape[0], tokens.shape[1]))
-  return jnp.where(drop[:, None], null, tokens)
-
-
-def loss_fn(params, setup: Setup, batch, rng, train: bool):
-  """Diffusion loss of `params` on a batch. Returns (loss, per-example loss [B])."""
-  drop_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
-  tokens = batch['tokens']
-  if train:
-    tokens = drop_prompts(tokens, drop_rng, setup.config.diffusion.prompt_dropout)
-  apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok, train=train,
-                                              rngs={'dropout': dropout_rng})
-  return objectives.diffusion_loss(apply, pipeline.as_float(batch['video']), tokens, noise_rng,
-                                   setup.schedule, setup.config.diffusion.prediction,
-                                   setup.config.diffusion.min_snr_gamma)
-
-
-def train_step(state: TrainState, batch, *, setup: Setup):
-  """One optimizer step. Returns (new state, metrics {'loss', 'grad_norm'})."""
-  (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params, setup, batch, state.step_rng(), True)
-  updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            ema_params=ema_update(state.ema_params, params,
-                                                  ema_decay(state.step, setup.config.train.ema_decay)))
-  return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
-
-
-def make_train_step(setup: Setup):
-  """The jitted train step: explicit in/out shardings, state donated."""
-  replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
-  return jax.jit(functools.partial(train_step, setup=setup),
-                 in_shardings=(setup.state_shardings, setup.batch_shardings),
-                 out_shardings=(setup.state_shardings, replicated), donate_argnums=0)
-
-
-def make_eval_step(setup: Setup):
-  """Jitted eval loss of the EMA params on one batch with a fixed key (comparable over time)."""
-  def eval_step(params, batch, index):
-    rng = jax.random.fold_in(jax.random.PRNGKey(setup.config.seed + 1), index)
-    return loss_fn(params, setup, batch, rng, False)[0]
-  return jax.jit(eval_step, in_shardings=(setup.state_shardings.ema_params, setup.batch_shardings, None))
-
-
 def prepare_workdir(workdir: str) -> epath.Path:
   """Creates `workdir`; a local workdir whose parent does not exist is a UserError."""
   check(bool(workdir), '--workdir is required: pass a directory for checkpoints, logs and samples.')
@@ -186,7 +149,10 @@ def evaluate(setup: Setup, eval_step, state: TrainState, eval_batches) -> dict[s
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains (resuming from `workdir` if it has checkpoints), evaluates, samples. Returns the state."""
+  """Trains (resuming from `workdir` if it has checkpoints), evaluates, samples. Returns the state.
+
+  On SIGTERM it checkpoints at the next step and raises `preemption.Preempted`.
+  """
   workdir = prepare_workdir(workdir)
   setup = make_setup(config)
   is_main = jax.process_index() == 0
@@ -201,9 +167,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   metric_writer.say(f'{config.model.name}: {count_params(state.params):,} params, mesh '
                     f'{dict(setup.mesh.shape)}, {"resuming" if start else "starting"} at step {start}')
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
-  step_fn, eval_step = make_train_step(setup), make_eval_step(setup)
-  state = train_loop(setup, state, step_fn, eval_step, train_iter, eval_batches, mngr, writer, start)
-  mngr.wait_until_finished()
+  step_fn, eval_step = compile_train_step(setup), steps.make_eval_step(setup)
+  meter = Meter(setup, step_fn, start)
+  try:
+    with preemption.Watcher() as watcher:
+      state = train_loop(setup, state, step_fn, eval_step, train_iter, eval_batches, mngr, writer,
+                         meter, watcher)
+  finally:
+    mngr.wait_until_finished()
   if config.sample.num_prompts > 0:
     generate.write_training_samples(setup, state, workdir, writer)
   writer.close()
@@ -213,48 +184,101 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   return state
 
 
-def train_loop(setup, state, step_fn, eval_step, train_iter, eval_batches, mngr, writer, start):
-  """Runs steps start..num_steps with logging, eval and checkpoints."""
+def compile_train_step(setup: Setup, compiler_options: dict | None = None):
+  """The train step compiled ahead of time for the config's shapes: it cannot recompile.
+  `compiler_options` (XLA flags) add to those that make remat effective on the platform."""
+  batch = {k: jax.ShapeDtypeStruct(shape, jnp.uint8 if k == 'video' else jnp.int32,
+                                   sharding=setup.batch_shardings[k])
+           for k, shape in batch_shape(setup.config).items()}
+  options = {**remat.compiler_options(setup.mesh.devices.flat[0].platform),
+             **(compiler_options or {})}
+  with setup.context():
+    lowered = steps.make_train_step(setup).lower(abstract_state(setup), batch)
+    return lowered.compile(options or None)
+
+
+def train_loop(setup, state, step_fn, eval_step, train_iter, eval_batches, mngr, writer, meter,
+               watcher):
+  """Runs steps up to train.num_steps with logging, eval, checkpoints and preemption."""
   cfg = setup.config.train
-  pending, last_time, last_step = [], time.perf_counter(), start
-  bar = tqdm(total=cfg.num_steps, initial=start, desc='train', disable=jax.process_index() != 0,
-             mininterval=2., dynamic_ncols=True)
-  for step in range(start + 1, cfg.num_steps + 1):
+  bar = tqdm(total=cfg.num_steps, initial=meter.step, desc='train',
+             disable=jax.process_index() != 0, mininterval=2., dynamic_ncols=True)
+  for step in range(meter.step + 1, cfg.num_steps + 1):
     batch = sharding.global_batch(next(train_iter), setup.batch_shardings)
     with setup.context():
       state, metrics = step_fn(state, batch)
-    pending.append(metrics)
+    meter.add(metrics)
     bar.update(1)
     if step % cfg.log_every == 0 or step == cfg.num_steps:
-      now = time.perf_counter()
-      scalars = summarize(jax.device_get(pending), (now - last_time) / (step - last_step),
-                          cfg.batch_size, float(setup.lr_fn(step - 1)))
-      check_finite(scalars['train/loss'], step)
+      scalars = meter.summary(step)
       writer.scalars(step, scalars)
       bar.set_postfix(loss=f'{scalars["train/loss"]:.4f}')
-      pending, last_time, last_step = [], now, step
     if step % cfg.eval_every == 0 or step == cfg.num_steps:
       scalars = evaluate(setup, eval_step, state, eval_batches)
       writer.scalars(step, scalars)
-      metric_writer.say(f'step {step}: eval loss {scalars["eval/loss"]:.4f}')
-    if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+      metric_writer.say(f'step {step}: eval loss {scalars["eval/loss"]:.4f} | {meter.speed()}')
+    preempted = watcher.reached(step)
+    if preempted or step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
       checkpointing.save(mngr, step, state, train_iter, setup.config)
+    if preempted:
+      mngr.wait_until_finished()
+      raise preemption.Preempted(f'preempted (SIGTERM): saved a checkpoint at step {step}; run '
+                                 f'the same command again to resume from it.')
   bar.close()
   return state
 
 
-def summarize(metrics: list[dict], seconds_per_step: float, batch_size: int, lr: float):
-  """Mean train metrics since the last log, plus speed and learning rate."""
-  return {'train/loss': float(np.mean([m['loss'] for m in metrics])),
-          'train/grad_norm': float(np.mean([m['grad_norm'] for m in metrics])),
-          'train/lr': lr, 'perf/steps_per_sec': 1. / seconds_per_step,
-          'perf/clips_per_sec': batch_size / seconds_per_step}
+class Meter:
+  """Accumulates step metrics between logs: mean loss, speed, TFLOP/s, MFU, and the run of
+  consecutive non-finite steps (a UserError once it reaches train.max_nonfinite_steps)."""
 
+  def __init__(self, setup: Setup, compiled_step, start: int):
+    devices = setup.mesh.devices.flatten()
+    self.step, self.lr_fn, self.cfg = start, setup.lr_fn, setup.config.train
+    self.flops = perf.step_flops(compiled_step, len(devices))
+    self.peak, self.peak_source = perf.peak_flops(list(devices)) if self.flops else (None, '')
+    self.pending, self.nonfinite_run, self.scalars = [], 0, {}
+    self.last_time, self.last_step = time.perf_counter(), start
 
-def check_finite(loss: float, step: int) -> None:
-  if not np.isfinite(loss):
-    raise UserError(f'the train loss became {loss} at step {step}; lower train.learning_rate or '
-                    f'train.grad_clip, or try model.dtype=float32.')
+  def add(self, metrics) -> None:
+    self.pending.append(metrics)
+    self.step += 1
+
+  def summary(self, step: int) -> dict[str, float]:
+    """Train scalars since the last call (blocks on the device)."""
+    metrics, now = jax.device_get(self.pending), time.perf_counter()
+    seconds = (now - self.last_time) / (step - self.last_step)
+    for m in metrics:
+      self.nonfinite_run = self.nonfinite_run + 1 if m['nonfinite'] else 0
+      if self.nonfinite_run >= self.cfg.max_nonfinite_steps:
+        raise UserError(f'{self.nonfinite_run} steps in a row (up to step {step}) had a '
+                        f'non-finite loss or gradient and were skipped; lower '
+                        f'train.learning_rate, set train.grad_clip, or use model.dtype=float32.')
+    finite = [m for m in metrics if not m['nonfinite']]
+    self.scalars = {
+        'train/loss': float(np.mean([m['loss'] for m in finite])) if finite else float('nan'),
+        'train/grad_norm': float(np.mean([m['grad_norm'] for m in finite])) if finite else 0.,
+        'train/nonfinite_steps': float(len(metrics) - len(finite)),
+        'train/lr': float(self.lr_fn(step - 1)), 'perf/seconds_per_step': seconds,
+        'perf/steps_per_sec': 1. / seconds, 'perf/clips_per_sec': self.cfg.batch_size / seconds}
+    if self.flops:
+      self.scalars['perf/tflops_per_sec'] = self.flops / seconds / 1e12
+    if self.flops and self.peak:
+      self.scalars['perf/mfu'] = self.flops / seconds / self.peak
+    self.pending, self.last_time, self.last_step = [], now, step
+    return self.scalars
+
+  def speed(self) -> str:
+    """'0.35 s/step, 11.4 clips/s, 1.20 TFLOP/s, MFU 4.1%' from the last summary."""
+    s = self.scalars
+    if not s:
+      return 'no speed yet'
+    line = f'{s["perf/seconds_per_step"]:.3f} s/step, {s["perf/clips_per_sec"]:.1f} clips/s'
+    if 'perf/tflops_per_sec' in s:
+      line += f', {s["perf/tflops_per_sec"]:.3g} TFLOP/s'
+    if 'perf/mfu' in s:
+      line += f', MFU {100 * s["perf/mfu"]:.1f}% ({self.peak_source})'
+    return line
 
 
 def count_params(params) -> int:

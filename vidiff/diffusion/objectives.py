@@ -46,26 +46,29 @@ def min_snr_weight(logsnr, prediction: str, gamma: float):
   return {'eps': capped / snr, 'v': capped / (snr + 1.), 'x0': capped}[prediction]
 
 
-def noisy(x0, rng, schedule: Schedule):
-  """Samples t ~ U(0, 1) and eps ~ N(0, I). Returns (x_t, t [B], eps, alpha [B], sigma [B])."""
+def draw_noise(rng, shape) -> dict:
+  """The diffusion randomness of a batch of `shape` [B, ...]: {'t': U(0, 1) [B], 'eps': N(0, I)}.
+
+  Drawn for the whole batch at once, so splitting the batch into microbatches afterwards
+  (gradient accumulation) trains on exactly the same noisy examples.
+  """
   t_rng, eps_rng = jax.random.split(rng)
-  t = jax.random.uniform(t_rng, (x0.shape[0],))
-  eps = jax.random.normal(eps_rng, x0.shape, x0.dtype)
-  alpha, sigma = schedule.alpha_sigma(t)
-  return expand(alpha, x0) * x0 + expand(sigma, x0) * eps, t, eps, alpha, sigma
+  return {'t': jax.random.uniform(t_rng, shape[:1]), 'eps': jax.random.normal(eps_rng, shape)}
 
 
-def diffusion_loss(apply_fn, x0, tokens, rng, schedule: Schedule, prediction: str,
+def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, prediction: str,
                    min_snr_gamma: float | None = None):
   """Mean squared error of the model's prediction. apply_fn(x_t, t, tokens) -> prediction.
 
-  `min_snr_gamma` weights each example by `min_snr_weight`; None weighs all equally.
-  Returns (loss scalar, per-example loss [B]).
+  `noise` is `draw_noise`'s {'t' [B], 'eps' [B, ...]}; `min_snr_gamma` weights each example by
+  `min_snr_weight` (None weighs all equally). Returns (loss scalar, per-example loss [B]).
   """
-  x_t, t, eps, alpha, sigma = noisy(x0, rng, schedule)
+  t, eps = noise['t'], noise['eps'].astype(x0.dtype)
+  alpha, sigma = schedule.alpha_sigma(t)
+  x_t = expand(alpha, x0) * x0 + expand(sigma, x0) * eps
   pred = apply_fn(x_t, t, tokens)
   err = jnp.square(pred.astype(jnp.float32) - target(x0, eps, alpha, sigma, prediction))
-  per_example = err.reshape(err.shape[0], -1).mean(-1)
+  per_example = err.mean(axis=tuple(range(1, err.ndim)))
   if min_snr_gamma:
     per_example = per_example * min_snr_weight(schedule.logsnr(t), prediction, min_snr_gamma)
   return per_example.mean(), per_example

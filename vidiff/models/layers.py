@@ -87,14 +87,19 @@ class Conv3D(nn.Module):
       # gradient for time-sharded inputs (tests/test_train.py compares gradients to 1 device).
       y = jnp.einsum('bthwc,cf->bthwf', constrain(x, VIDEO), kernel[0, 0, 0])
       return constrain(y, VIDEO) + bias
+    # Like attention, a conv sees the axes its kernel slides over whole (a temporal conv runs on
+    # PIXELS, a spatial one on FRAMES); a context-parallel run regroups by all-to-all. XLA's
+    # own halo-exchange partitioning of a conv over a sharded window axis returns gradients
+    # scaled by the mesh axes the operand is replicated over (jax 0.10, Shardy and GSPMD).
     if kh == kw == 1 and sh == sw == 1:
-      y = conv2d(x.reshape(b, t, h * w, c), kernel[:, 0], (st, 1), (time_pad, (0, 0)))
-      return y.reshape(b, t_out, h, w, self.features) + bias
-    xp = jnp.pad(x, ((0, 0), time_pad, (0, 0), (0, 0), (0, 0)))
+      x = constrain(x, PIXELS).reshape(b, t, h * w, c)
+      y = conv2d(x, kernel[:, 0], (st, 1), (time_pad, (0, 0)))
+      return constrain(y.reshape(b, t_out, h, w, self.features), PIXELS) + bias
+    xp = jnp.pad(constrain(x, FRAMES), ((0, 0), time_pad, (0, 0), (0, 0), (0, 0)))
     taps = [xp[:, i:i + st * (t_out - 1) + 1:st] for i in range(kt)]
     y = sum(conv2d(tap.reshape(b * t_out, h, w, c), kernel[i], (sh, sw), 'SAME')
             for i, tap in enumerate(taps))
-    return y.reshape(b, t_out, *y.shape[1:]) + bias
+    return constrain(y.reshape(b, t_out, *y.shape[1:]), FRAMES) + bias
 
 
 def conv2d(x, kernel, strides, padding):
@@ -252,6 +257,21 @@ def per_frame(cond: jax.Array, frames: int) -> jax.Array:
   (for layers after temporal down-sampling or tubelet patching)."""
   b, t, d = cond.shape
   return cond if t == frames else cond.reshape(b, frames, t // frames, d).mean(axis=2)
+
+
+def attend_prompt(attn: nn.Module, x: jax.Array, context: jax.Array,
+                  context_mask: jax.Array) -> jax.Array:
+  """Cross-attention of every pixel of every frame to its clip's prompt.
+
+  x: [B, T, H, W, C], context: [B, L, Cc], context_mask: [B, L] -> [B, T, H, W, C]. The clip's
+  frames form one query sequence, so the prompt's keys and values are computed once per clip
+  (not once per frame) and the tokens stay where `VIDEO` put them: no resharding. (Constraining
+  the merged tokens as well made XLA return wrong gradients on data x time x space meshes.)
+  """
+  b, t, h, w, c = x.shape
+  tokens = constrain(x, VIDEO).reshape(b, t * h * w, c)
+  out = attn(tokens, context, mask=context_mask[:, None, None, :].astype(bool))
+  return constrain(out.reshape(x.shape), VIDEO)
 
 
 def merge_time(x: jax.Array) -> jax.Array:

@@ -70,14 +70,17 @@ class STBlock(nn.Module):
         h = self.mix(branch, h)
       x = layers.constrain(x + gate * h, layers.VIDEO)
       if i == len(self.mixers) - 1:  # cross-attention after the self-attentions
-        x = x + self.cross(layers.layer_norm(self.dtype, name='norm_cross')(x), context,
-                           context_mask)
+        x = x + layers.attend_prompt(self.attention('cross', x.shape[-1]),
+                                     layers.layer_norm(self.dtype, name='norm_cross')(x),
+                                     context, context_mask)
     return x
 
-  def attend(self, name, h, **kw):
-    width = h.shape[-1]
+  def attention(self, name, width):
     return layers.MultiHeadAttention(self.num_heads, width // self.num_heads, dtype=self.dtype,
-                                     name=name)(h, **kw)
+                                     name=name)
+
+  def attend(self, name, h, **kw):
+    return self.attention(name, h.shape[-1])(h, **kw)
 
   def mix(self, mixer: str, x):
     """One self-attention over frames ('spatial'), frames ('temporal') or everything ('joint')."""
@@ -96,12 +99,6 @@ class STBlock(nn.Module):
     h = self.attend('joint', h, rotary_positions=jnp.repeat(time_positions, hh * ww))
     return h.reshape(shape)
 
-  def cross(self, x, context, context_mask):
-    shape = x.shape
-    ctx = jnp.repeat(context, shape[1], axis=0)
-    mask = jnp.repeat(context_mask, shape[1], axis=0)[:, None, None, :]
-    h = layers.merge_time(layers.constrain(x, layers.FRAMES))
-    return layers.split_time(self.attend('cross', h, context=ctx, mask=mask), shape)
 
 
 class STTransformer(nn.Module):

@@ -92,11 +92,8 @@ class AttentionBlock(nn.Module):
     norm = lambda name: layers.layer_norm(self.dtype, name=name)
     if self.spatial:
       h = layers.merge_time(layers.constrain(x, layers.FRAMES))
-      h = h + mha('spatial')(norm('norm_spatial')(h))
-      ctx = jnp.repeat(context, shape[1], axis=0)
-      ctx_mask = jnp.repeat(context_mask, shape[1], axis=0)[:, None, None, :]
-      h = h + mha('cross')(norm('norm_cross')(h), ctx, mask=ctx_mask)
-      x = layers.split_time(h, shape)
+      x = layers.split_time(h + mha('spatial')(norm('norm_spatial')(h)), shape)
+      x = x + layers.attend_prompt(mha('cross'), norm('norm_cross')(x), context, context_mask)
     if self.temporal:
       h = layers.merge_space(layers.constrain(x, layers.PIXELS))
       positions = jnp.arange(shape[1])
