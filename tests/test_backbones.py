@@ -1,5 +1,7 @@
 """Both backbones: shapes, sharded == single-device, remat, inflation, windowed attention, sizes."""
 
+import re
+
 import flax
 import flax.linen as nn
 import jax
@@ -78,6 +80,15 @@ def _forward_and_grads(setup, params, args):
                in_shardings=shardings)
   with setup.context():
     return jax.device_get(fn(params, *args))
+
+
+def test_time_sharded_attention_reshards_by_all_to_all():
+  """Context parallelism: frames split over `time` regroup for spatial and temporal attention
+  with all-to-all (Ulysses / DSP style), not by gathering whole activations."""
+  config = quickstart.get_config('st_transformer,tiny')
+  config.mesh.update(data=4, time=2)
+  hlo = train.compile_train_step(train.make_setup(config)).as_text()
+  assert len(re.findall(r' all-to-all(?:-start)?\(', hlo)) >= 2 * config.model.depth
 
 
 @pytest.mark.parametrize('backbone', BACKBONES)

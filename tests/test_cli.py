@@ -80,26 +80,18 @@ def test_workdir_parent_must_exist():
   assert_one_line_error(result, '/nonexistent/parent', 'does not exist')
 
 
-def test_mesh_must_divide_the_batch(tmp_path):
-  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}',
-               '--config.mesh.data=8', '--config.train.batch_size=6')
-  assert_one_line_error(result, 'train.batch_size', 'divisible by 8')
-
-
-def test_mesh_must_match_device_count(tmp_path):
-  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}', '--config.mesh.data=3')
-  assert_one_line_error(result, '8 are available')
-
-
-def test_frames_the_model_cannot_take(tmp_path):
-  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}',
-               '--config.model.temporal_downsample=(True,False)', '--config.data.num_frames=5')
-  assert_one_line_error(result, 'data.num_frames=5', 'multiples of 2')
-
-
-def test_resolution_the_model_cannot_take(tmp_path):
-  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}', '--config.data.resolution=15')
-  assert_one_line_error(result, 'data.resolution=15', 'multiples of 2')
+@pytest.mark.parametrize('args,fragments', [
+    (['--config.mesh.data=8', '--config.train.batch_size=6'], ['train.batch_size', 'divisible by 8']),
+    (['--config.mesh.data=3'], ['8 are available']),
+    (['--config.mesh.data=4', '--config.mesh.time=2', '--config.data.num_frames=3'],
+     ['data.num_frames=3', 'time (2 ways)']),
+    (['--config.model.temporal_downsample=(True,False)', '--config.data.num_frames=5'],
+     ['data.num_frames=5', 'multiples of 2']),
+    (['--config.data.resolution=15'], ['data.resolution=15', 'multiples of 2']),
+])
+def test_shapes_and_meshes_that_do_not_fit(tmp_path, args, fragments):
+  result = run('vidiff.main', f'--config={TINY}', f'--workdir={tmp_path}', *args)
+  assert_one_line_error(result, *fragments)
 
 
 def test_sample_without_checkpoint(tmp_path):

@@ -61,11 +61,25 @@ def test_nonfinite_step_changes_nothing_but_the_step(tiny_config):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
 
 
-def test_finite_step_reports_zero_nonfinite(tiny_config):
-  setup, state, batch = _setup_and_batch(tiny_config)
+def _first_step(config):
+  setup, state, batch = _setup_and_batch(config)
   with setup.context():
-    _, metrics = steps.make_train_step(setup)(state, batch)
+    return steps.make_train_step(setup)(state, batch)
+
+
+def test_finite_step_reports_zero_nonfinite(tiny_config):
+  _, metrics = _first_step(tiny_config)
   assert int(metrics['nonfinite']) == 0 and np.isfinite(float(metrics['loss']))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_the_loss(tiny_config):
+  tiny_config.mesh.update(dict(data=2, fsdp=2, time=2))
+  _, f32 = _first_step(tiny_config)
+  tiny_config.model.dtype = 'bfloat16'
+  state, bf16 = _first_step(tiny_config)
+  assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype('float32')}
+  assert int(bf16['nonfinite']) == 0
+  np.testing.assert_allclose(float(bf16['loss']), float(f32['loss']), rtol=0.05)
 
 
 def test_meter_stops_after_max_nonfinite_steps_in_a_row(tiny_config):
