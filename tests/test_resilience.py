@@ -124,3 +124,14 @@ def test_two_processes_train_and_checkpoint(tmp_path):
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'train/loss' in r] == list(range(1, 7))  # process 0 only
   assert all(np.isfinite(r['train/loss']) for r in rows if 'train/loss' in r)
+
+
+@pytest.mark.slow
+def test_frames_split_across_processes_is_a_user_error(tmp_path):
+  address = f'127.0.0.1:{free_port()}'
+  procs = [start(tmp_path, '--config.mesh.dcn.time=2', f'--coordinator_address={address}',
+                 '--num_processes=2', f'--process_id={i}', devices=4) for i in range(2)]
+  for proc in procs:
+    output = finish(proc, expect=2)
+    assert 'vidiff: error: the mesh splits the frames of a clip across processes' in output
+    assert 'mesh.dcn.time = 1' in output

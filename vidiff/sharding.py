@@ -160,6 +160,18 @@ def check_batch_divisible(shapes: dict[str, Sequence[int]], shardings: dict[str,
             f'--config.mesh.{" / --config.mesh.".join(names)}.')
 
 
+def check_whole_clips_per_process(shape: Sequence[int], video: NamedSharding) -> None:
+  """Each process loads whole clips (all frames and pixels of its share of the batch), so the
+  mesh axes that split frames and rows must stay within a process (never across DCN)."""
+  index = video.addressable_devices_indices_map(tuple(shape))
+  for dim, what in ((1, 'frames'), (2, 'rows'), (3, 'columns')):
+    spans = {s[dim].indices(shape[dim])[:2] for s in index.values()}
+    check(sum(stop - start for start, stop in spans) == shape[dim],
+          f'the mesh splits the {what} of a clip across processes (mesh axes '
+          f'{"x".join(split_axes(video, dim))}), but each process loads whole clips; keep those '
+          f'axes within a host: mesh.dcn.{" = mesh.dcn.".join(split_axes(video, dim))} = 1.')
+
+
 def process_batch_size(global_batch_size: int) -> int:
   """Per-process batch size; every process feeds the same share of the global batch."""
   check(global_batch_size % jax.process_count() == 0,

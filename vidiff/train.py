@@ -85,6 +85,7 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
   tx, lr_fn = optimizer.make(config.train)
   batch_shardings = sharding.batch_shardings(mesh, rules)
   sharding.check_batch_divisible(batch_shape(config), batch_shardings)
+  sharding.check_whole_clips_per_process(batch_shape(config)['video'], batch_shardings['video'])
   micro = config.train.batch_size // config.train.grad_accum_steps
   check(micro % sharding.ways(batch_shardings['video']) == 0,
         f'a microbatch of train.batch_size / train.grad_accum_steps = {micro} clips cannot be '
