@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -104,22 +103,21 @@ def test_sigterm_checkpoints_exits_143_and_resumes_bitwise(tmp_path, uninterrupt
   assert_bitwise_equal(final_params(tmp_path), uninterrupted)
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+def start_processes(workdir, *extra) -> subprocess.Popen:
+  """2 processes x 4 CPU devices through the local multi-process launcher."""
+  return subprocess.Popen([sys.executable, 'launch/local_multiprocess.py', '--num_processes=2',
+                           '--devices_per_process=4', '--', *FLAGS, f'--workdir={workdir}',
+                           *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
 
 
 @pytest.mark.slow
 def test_two_processes_train_and_checkpoint(tmp_path):
-  address = f'127.0.0.1:{free_port()}'
   # The data axis goes 2 ways over the processes (DCN) and 2 within each (4 devices: data x time).
-  procs = [start(tmp_path, '--config.train.num_steps=6', '--config.train.checkpoint_every=3',
-                 '--config.mesh.dcn.data=2',
-                 f'--coordinator_address={address}', '--num_processes=2', f'--process_id={i}',
-                 devices=4) for i in range(2)]
-  outputs = [finish(p) for p in procs]
-  assert "mesh {'data': 4, 'fsdp': 1, 'time': 2, 'space': 1, 'tensor': 1}" in outputs[0]
+  output = finish(start_processes(tmp_path, '--config.train.num_steps=6',
+                                  '--config.train.checkpoint_every=3', '--config.mesh.dcn.data=2'))
+  mesh = "mesh {'data': 4, 'fsdp': 1, 'time': 2, 'space': 1, 'tensor': 1}"
+  assert '[0] unet3d' in output and mesh in output and '[1] unet3d' not in output, output[-3000:]
   assert committed_steps(tmp_path) == [3, 6]
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'train/loss' in r] == list(range(1, 7))  # process 0 only
@@ -128,10 +126,6 @@ def test_two_processes_train_and_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_frames_split_across_processes_is_a_user_error(tmp_path):
-  address = f'127.0.0.1:{free_port()}'
-  procs = [start(tmp_path, '--config.mesh.dcn.time=2', f'--coordinator_address={address}',
-                 '--num_processes=2', f'--process_id={i}', devices=4) for i in range(2)]
-  for proc in procs:
-    output = finish(proc, expect=2)
-    assert 'vidiff: error: the mesh splits the frames of a clip across processes' in output
-    assert 'mesh.dcn.time = 1' in output
+  output = finish(start_processes(tmp_path, '--config.mesh.dcn.time=2'), expect=2)
+  errors = [l for l in output.splitlines() if 'vidiff: error: the mesh splits the frames' in l]
+  assert len(errors) == 2 and 'mesh.dcn.time = 1' in errors[0], output[-3000:]
