@@ -2,23 +2,31 @@
 
   python -m vidiff.model_info --config=configs/quickstart.py:st_transformer
   python -m vidiff.model_info --config=configs/quickstart.py:unet3d,size=base --flops=false
+  python -m vidiff.model_info --config=configs/quickstart.py:st_transformer,base \
+      --config.model.dtype=bfloat16 --config.data.resolution=64 --train_steps=20
 
 FLOPs are XLA's count for one clip of the config's data shape (`data.num_frames` x
 `data.resolution`^2): the forward pass, and forward + backward (a train step without the
 optimizer). The large presets compile for minutes on CPU: pass --flops=false for counts only.
+`--train_steps=N` also compiles the config's whole train step (its mesh, batch, optimizer)
+and times N steps on a random batch: s/step, clips/s, TFLOP/s, MFU and memory per device.
 """
+
+import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import flags
 from flax import linen as nn
 from ml_collections import config_flags
 
-from vidiff import cli, models, train
+from vidiff import cli, models, perf, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training config file[:arg].', lock_config=True)
 flags.DEFINE_bool('flops', True, 'Also compile forward and backward to count FLOPs.')
+flags.DEFINE_integer('train_steps', 0, 'Also time this many train steps (after 2 warm-up steps).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -52,6 +60,39 @@ def flops_per_clip(config) -> dict[str, float]:
   return {'forward': count(forward), 'forward_backward': count(jax.grad(forward))}
 
 
+def random_batch(setup, seed: int = 0) -> dict:
+  """A global batch of random uint8 clips and token ids in the setup's shardings."""
+  rng, shapes = np.random.default_rng(seed), train.batch_shape(setup.config)
+  local = {'video': rng.integers(0, 256, shapes['video'], dtype=np.uint8),
+           'tokens': rng.integers(1, setup.config.model.text.vocab_size, shapes['tokens'],
+                                  dtype=np.int32)}
+  return sharding.global_batch(local, setup.batch_shardings)
+
+
+def train_step_speed(config, steps: int) -> dict[str, float]:
+  """Seconds per train step (mean of `steps` after 2 warm-ups), TFLOP/s, MFU, GiB per device."""
+  setup = train.make_setup(config)
+  compiled = train.compile_train_step(setup)
+  state, batch = train.init_state(setup), random_batch(setup)
+  with setup.context():
+    for i in range(steps + 2):
+      if i == 2:
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+      state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
+  seconds = (time.perf_counter() - start) / steps
+  devices = list(setup.mesh.devices.flat)
+  flops, (peak, source) = perf.step_flops(compiled, len(devices)), perf.peak_flops(devices)
+  memory = compiled.memory_analysis()
+  used = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
+          memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  return {'seconds_per_step': seconds, 'clips_per_sec': config.train.batch_size / seconds,
+          'tflops_per_sec': flops / seconds / 1e12 if flops else float('nan'),
+          'mfu': flops / seconds / peak if flops and peak else float('nan'),
+          'peak_source': source, 'gib_per_device': used / 2 ** 30}
+
+
 def main(argv):
   del argv
   config = cli.config_from_flag()
@@ -63,6 +104,13 @@ def main(argv):
   if FLAGS.flops:
     for name, flops in flops_per_clip(config).items():
       print(f'  GFLOPs/clip {name:<17} {flops / 1e9:10.2f}')
+  if FLAGS.train_steps > 0:
+    r = train_step_speed(config, FLAGS.train_steps)
+    print(f'  train step ({config.train.batch_size} clips, {jax.devices()[0].device_kind}, '
+          f'model.dtype={config.model.dtype}, remat={config.model.remat_policy}): '
+          f'{r["seconds_per_step"] * 1e3:.1f} ms, {r["clips_per_sec"]:.1f} clips/s, '
+          f'{r["tflops_per_sec"]:.3g} TFLOP/s, MFU {100 * r["mfu"]:.1f}% ({r["peak_source"]}), '
+          f'{r["gib_per_device"]:.2f} GiB per device')
 
 
 if __name__ == '__main__':
