@@ -12,13 +12,16 @@ count, the per-device peak memory (arguments + outputs + temp - aliased, from XL
 an estimated step time at `--mfu` of the chip's bf16 peak. A step that does not fit is a
 one-line `vidiff: error: ... does not fit ...` with exit status 2.
 
-With libtpu installed (`pip install 'jax[tpu]'`; no TPU needed) the compile targets the real
-topology (`jax.experimental.topologies.get_topology_desc`), as MaxText's `train_compile.py`
-does, and the TPU compiler's own out-of-memory check applies. Without it (or with `--mock`)
-the script says so on stderr and compiles for a CPU mock of as many devices, re-executing
-itself with `XLA_FLAGS=--xla_force_host_platform_device_count=<chips>`: the numbers are then
-estimates, since CPU buffer assignment is not TPU's (no TPU fusion or tiled layouts, bf16 math
-widened to f32).
+With libtpu installed (`pip install -e '.[tpu]'`; no TPU needed, though libtpu logs warnings
+about its absence) the compile targets the real topology
+(`jax.experimental.topologies.get_topology_desc`), as MaxText's `train_compile.py` does, and
+the TPU compiler's own out-of-memory check applies. Without it (or with `--mock`) the script
+says so on stderr and compiles for a CPU mock of as many devices, re-executing itself with
+`XLA_FLAGS=--xla_force_host_platform_device_count=<chips>`. The numbers are then estimates:
+CPU buffer assignment is not TPU's (no TPU fusion or tiled layouts, bf16 math widened to f32).
+FLOPs agree; memory can be off by 2x (st_transformer,base on v5e-16, batch 32, fsdp=8: 9.2 GiB
+per device on the mock, 5.0 GiB from libtpu). The mock also runs one process, so it does not
+check what a multi-host slice would (e.g. frames split across hosts).
 """
 
 import dataclasses
@@ -48,8 +51,9 @@ flags.DEFINE_float('mfu', 0.4, 'Model FLOPs utilisation assumed for the step-tim
 flags.DEFINE_bool('mock', False, 'Compile on a CPU mock even where libtpu can describe the slice.')
 flags.mark_flags_as_required(['config', 'topology'])
 
-GIB = 2 ** 30
 FALLBACK_ENV = 'VIDIFF_AOT_FALLBACK'  # set on the re-executed CPU-mock process: why no TPU
+FIT_ADVICE = ('raise --config.mesh.fsdp, set --config.model.remat_policy=full, or lower '
+              'train.batch_size / data.num_frames')
 
 # ICI shapes by chip count, as MaxText's accelerator_to_spec_map.py
 # (AI-Hypercomputer/maxtext, src/MaxText/accelerator_to_spec_map.py) and Google's TPU docs
@@ -180,9 +184,11 @@ def ordered_devices(devices, mesh_config) -> list:
 
 
 def compiled_step(setup, mock: bool):
-  """The compiled train step; a TPU compile that runs out of HBM is a UserError."""
+  """The compiled train step of `setup`; a TPU compile that runs out of HBM is a
+  UserError."""
+  options = memory_bench.CPU_COMPILER_OPTIONS if mock else None
   try:
-    return train.compile_train_step(setup, memory_bench.CPU_COMPILER_OPTIONS if mock else None)
+    return train.compile_train_step(setup, options)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError has no stable home)
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise
@@ -191,11 +197,8 @@ def compiled_step(setup, mock: bool):
                     f'{FIT_ADVICE}.') from e
 
 
-FIT_ADVICE = ('raise --config.mesh.fsdp, set --config.model.remat_policy=full, or lower '
-              'train.batch_size / data.num_frames')
-
-
-def report(tpu: Slice, setup, compiled, mock: bool, compile_s: float, hbm_gib: float) -> dict:
+def report(tpu: Slice, setup, state, compiled, mock: bool, compile_s: float,
+           hbm_gib: float) -> dict:
   """The numbers of the table: memory per device, FLOPs, params, estimated step time."""
   memory = memory_bench.step_memory_mib(compiled)
   flops = perf.step_flops(compiled, tpu.chips)
@@ -205,37 +208,51 @@ def report(tpu: Slice, setup, compiled, mock: bool, compile_s: float, hbm_gib: f
       'peak_gib': memory['peak'] / 1024, 'memory_gib': {k: v / 1024 for k, v in memory.items()},
       'hbm_gib': hbm_gib, 'flops': flops, 'peak_flops': peak,
       'step_s': flops / (tpu.chips * peak * FLAGS.mfu) if flops else None,
-      'params': train.count_params(train.abstract_state(setup).params),
+      'params': train.count_params(state.params),
       'compiled_for': (f'{tpu.chips} CPU devices (mock)' if mock else
                        f'{tpu.chips} x {device.device_kind} (libtpu, compile only)'),
       'compile_s': compile_s,
   }
 
 
+def flops_text(flops: float) -> str:
+  """FLOPs with an SI prefix: '12.3 TFLOPs'."""
+  scale, prefix = next(((s, p) for s, p in ((1e15, 'P'), (1e12, 'T'), (1e9, 'G'), (1e6, 'M'))
+                        if flops >= s), (1, ''))
+  return f'{flops / scale:.3g} {prefix}FLOPs'
+
+
+def seconds_text(seconds: float) -> str:
+  """A duration in s, ms or us."""
+  scale, unit = next(((s, u) for s, u in ((1, 's'), (1e-3, 'ms')) if seconds >= s), (1e-6, 'us'))
+  return f'{seconds / scale:.3g} {unit}'
+
+
 def table(tpu: Slice, setup, numbers: dict, mock: bool) -> str:
   """The report as aligned `name  value` lines."""
   c, n = setup.config, numbers
   mesh = ' x '.join(f'{axis}={size}' for axis, size in setup.mesh.shape.items())
-  per_device = c.train.batch_size // sharding.ways(setup.batch_shardings['video'])
+  per_shard = c.train.batch_size // sharding.ways(setup.batch_shardings['video'])
   m = n['memory_gib']
   estimate = ' (CPU estimate)' if mock else ''
   flops = ('n/a (no cost analysis)' if not n['flops'] else
-           f'{n["flops"] / 1e12:.2f} TFLOPs total, {n["flops"] / tpu.chips / 1e12:.3f} per device')
+           f'{flops_text(n["flops"])} total, {flops_text(n["flops"] / tpu.chips)} per device')
   step = ('n/a' if not n['step_s'] else
-          f'{n["step_s"] * 1e3:.1f} ms at {FLAGS.mfu:.0%} MFU of {n["peak_flops"] / 1e12:.0f} '
+          f'{seconds_text(n["step_s"])} at {FLAGS.mfu:.0%} MFU of {n["peak_flops"] / 1e12:.0f} '
           f'TFLOP/s bf16 per chip (estimate)')
+  k = c.train.grad_accum_steps
+  accum = f', {k} microbatches' if k > 1 else ''
   rows = [
       ('topology', f'{tpu.name}: {tpu.chips} chips, {tpu.topology_name}'),
       ('compiled for', f'{n["compiled_for"]} in {n["compile_s"]:.0f} s'),
       ('mesh', mesh),
       ('batch', f'{c.train.batch_size} clips of {c.data.num_frames} x {c.data.resolution}x'
-                f'{c.data.resolution} frames ({per_device} per batch shard, '
-                f'{c.train.grad_accum_steps} microbatches)'),
+                f'{c.data.resolution} frames ({per_shard} per batch shard{accum})'),
       ('params', f'{n["params"] / 1e6:.1f} M'),
-      ('peak per device', f'{n["peak_gib"]:.3f} GiB of {n["hbm_gib"]:g} GiB HBM '
+      ('peak per device', f'{n["peak_gib"]:.3g} GiB of {n["hbm_gib"]:g} GiB HBM '
                           f'({n["peak_gib"] / n["hbm_gib"]:.0%}){estimate}'),
-      ('  of which', f'arguments {m["arguments"]:.3f}, outputs {m["outputs"]:.3f}, temp '
-                     f'{m["temp"]:.3f}, aliased {m["aliased"]:.3f} GiB'),
+      ('  of which', f'arguments {m["arguments"]:.3g}, outputs {m["outputs"]:.3g}, temp '
+                     f'{m["temp"]:.3g}, aliased {m["aliased"]:.3g} GiB'),
       ('FLOPs per step', flops),
       ('step time', step),
   ]
@@ -249,19 +266,20 @@ def main(argv):
   config = cli.config_from_flag()
   check(FLAGS.mfu > 0 and (FLAGS.hbm_gib is None or FLAGS.hbm_gib > 0),
         f'--mfu={FLAGS.mfu} and --hbm_gib={FLAGS.hbm_gib} must be positive.')
-  reason = os.environ.get(FALLBACK_ENV) or ('--mock' if FLAGS.mock else None)
+  reason = os.environ.get(FALLBACK_ENV) or ('--mock given' if FLAGS.mock else None)
   devices = None
   if reason is None:
     devices, reason = topology_devices(tpu)
   mock = devices is None
   devices = mock_devices(tpu, reason) if mock else ordered_devices(devices, config.mesh)
   setup = train.make_setup(config, devices)
-  print(f'compiling the train step for {tpu.name} ({tpu.chips} devices); this can take '
+  print(f'compiling the train step for {tpu.name} ({tpu.chips} chips); this can take '
         f'minutes...', file=sys.stderr, flush=True)
   start = time.perf_counter()
+  state = train.abstract_state(setup)
   compiled = compiled_step(setup, mock)
   hbm = FLAGS.hbm_gib or tpu.spec.hbm_gib
-  numbers = report(tpu, setup, compiled, mock, time.perf_counter() - start, hbm)
+  numbers = report(tpu, setup, state, compiled, mock, time.perf_counter() - start, hbm)
   print(table(tpu, setup, numbers, mock), flush=True)
   check(numbers['peak_gib'] <= hbm,
         f'does not fit: {numbers["peak_gib"]:.3g} GiB per device > {hbm:g} GiB HBM of '

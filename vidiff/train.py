@@ -193,8 +193,9 @@ def compile_train_step(setup: Setup, compiler_options: dict | None = None):
            for k, shape in batch_shape(setup.config).items()}
   options = {**remat.compiler_options(setup.mesh.devices.flat[0].platform),
              **(compiler_options or {})}
+  state = abstract_state(setup)  # outside the mesh context: compile-only devices hold nothing
   with setup.context():
-    lowered = steps.make_train_step(setup).lower(abstract_state(setup), batch)
+    lowered = steps.make_train_step(setup).lower(state, batch)
     return lowered.compile(options or None)
 
 
