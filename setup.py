@@ -24,10 +24,12 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.9,<4',
 ]
 
+GCS = ['gcsfs>=2024.6']  # gs:// workdirs and data (etils epath needs it without tensorflow)
 EXTRAS_REQUIRE = {
     'dev': ['pytest>=8,<10', 'pytest-xdist>=3.6,<4'],
-    'gpu': ['jax[cuda12]~=0.10.2'],
-    'tpu': ['jax[tpu]~=0.10.2'],
+    'gcs': GCS,
+    'gpu': ['jax[cuda12]~=0.10.2', *GCS],
+    'tpu': ['jax[tpu]~=0.10.2', *GCS],
 }
 
 setup(
