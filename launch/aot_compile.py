@@ -39,7 +39,7 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
-from vidiff import cli, memory_bench, perf, sharding, train
+from vidiff import cli, perf, sharding, train
 from vidiff.errors import UserError, check
 
 FLAGS = flags.FLAGS
@@ -186,7 +186,7 @@ def ordered_devices(devices, mesh_config) -> list:
 def compiled_step(setup, mock: bool):
   """The compiled train step of `setup`; a TPU compile that runs out of HBM is a
   UserError."""
-  options = memory_bench.CPU_COMPILER_OPTIONS if mock else None
+  options = perf.COMPILE_ONLY_CPU_OPTIONS if mock else None
   try:
     return train.compile_train_step(setup, options)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError has no stable home)
@@ -200,7 +200,7 @@ def compiled_step(setup, mock: bool):
 def report(tpu: Slice, setup, state, compiled, mock: bool, compile_s: float,
            hbm_gib: float) -> dict:
   """The numbers of the table: memory per device, FLOPs, params, estimated step time."""
-  memory = memory_bench.step_memory_mib(compiled)
+  memory = perf.step_memory_mib(compiled)
   flops = perf.step_flops(compiled, tpu.chips)
   peak = perf.PEAK_FLOPS[tpu.spec.peak]
   device = setup.mesh.devices.flat[0]

@@ -37,7 +37,7 @@ from etils import epath
 from tqdm import tqdm
 
 from configs import quickstart
-from vidiff import cli, train
+from vidiff import cli, perf, train
 from vidiff.errors import check
 from vidiff.models import remat
 
@@ -52,11 +52,6 @@ flags.DEFINE_float('budget_mib', None, 'Per-device budget for the fit table (MiB
                    'between the unsharded peaks of the 2nd and 3rd smallest T (first --remat).')
 flags.DEFINE_string('out', None, 'Optional directory for memory.json and memory.md.')
 
-MIB = 2 ** 20
-# Same buffer assignment as the default level, faster compiles (CPU only).
-CPU_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
-
-
 def grid_config(base, frames: int, policy: str, time_shards: int, batch_size: int,
                 resolution: int | None = None):
   """`base` (a train config) with T frames, the remat policy and a time-only mesh of k devices."""
@@ -70,19 +65,10 @@ def grid_config(base, frames: int, policy: str, time_shards: int, batch_size: in
   return config
 
 
-def step_memory_mib(compiled) -> dict[str, float]:
-  """Per-device MiB of a compiled step: peak, temp, arguments, outputs, aliased (see module doc)."""
-  m = compiled.memory_analysis()
-  sizes = {'temp': m.temp_size_in_bytes, 'arguments': m.argument_size_in_bytes,
-           'outputs': m.output_size_in_bytes, 'aliased': m.alias_size_in_bytes}
-  peak = sizes['arguments'] + sizes['outputs'] + sizes['temp'] - sizes['aliased']
-  return {'peak': peak / MIB, **{k: v / MIB for k, v in sizes.items()}}
-
-
 def measure(base, frames, policies, time_shards, batch_size: int = 1,
             resolution: int | None = None, devices=None, progress: bool = True) -> list[dict]:
   """One row per (T, remat, k) of the grid: {'frames', 'remat', 'time_shards',
-  'compile_s', and step_memory_mib's MiB}; k devices are the first k of `devices`."""
+  'compile_s', and perf.step_memory_mib's MiB}; k devices are the first k of `devices`."""
   devices = list(jax.devices() if devices is None else devices)
   check(max(time_shards) <= len(devices),
         f'--time_shards up to {max(time_shards)} need as many devices but {len(devices)} are '
@@ -93,8 +79,8 @@ def measure(base, frames, policies, time_shards, batch_size: int = 1,
   for t, p, k in tqdm(grid, desc='compile', disable=not progress, dynamic_ncols=True):
     start = time.perf_counter()
     setup = train.make_setup(grid_config(base, t, p, k, batch_size, resolution), devices[:k])
-    options = CPU_COMPILER_OPTIONS if devices[0].platform == 'cpu' else None
-    memory = step_memory_mib(train.compile_train_step(setup, options))
+    options = perf.COMPILE_ONLY_CPU_OPTIONS if devices[0].platform == 'cpu' else None
+    memory = perf.step_memory_mib(train.compile_train_step(setup, options))
     rows.append({'frames': t, 'remat': p, 'time_shards': k,
                  'compile_s': round(time.perf_counter() - start, 1), **memory})
   return rows

@@ -84,13 +84,11 @@ def train_step_speed(config, steps: int) -> dict[str, float]:
   seconds = (time.perf_counter() - start) / steps
   devices = list(setup.mesh.devices.flat)
   flops, (peak, source) = perf.step_flops(compiled, len(devices)), perf.peak_flops(devices)
-  memory = compiled.memory_analysis()
-  used = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
-          memory.temp_size_in_bytes - memory.alias_size_in_bytes)
   return {'seconds_per_step': seconds, 'clips_per_sec': config.train.batch_size / seconds,
           'tflops_per_sec': flops / seconds / 1e12 if flops else float('nan'),
           'mfu': flops / seconds / peak if flops and peak else float('nan'),
-          'peak_source': source, 'gib_per_device': used / 2 ** 30}
+          'peak_source': source,
+          'gib_per_device': perf.step_memory_mib(compiled)['peak'] / 1024}
 
 
 def main(argv):

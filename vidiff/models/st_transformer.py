@@ -100,7 +100,6 @@ class STBlock(nn.Module):
     return h.reshape(shape)
 
 
-
 class STTransformer(nn.Module):
   """Video DiT. x: [B,T,H,W,C], cond: [B,T,Dc] (per frame), context: [B,L,Cc], mask: [B,L] -> [B,T,H,W,out].
 

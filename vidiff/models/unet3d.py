@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import flax
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from vidiff.errors import check
