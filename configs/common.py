@@ -113,7 +113,11 @@ def base_config() -> ml_collections.ConfigDict:
                      motion='constant')))
   c.model = unet3d_config('quickstart')
   c.diffusion = ml_collections.ConfigDict(dict(
-      schedule='cosine', shift=1.0, prediction='v', prompt_dropout=0.1,
+      schedule='cosine',  # or 'linear', 'rectified_flow' (with prediction='flow': flow matching)
+      shift=1.0, prediction='v', prompt_dropout=0.1,
+      # With probability `prob` a clip's first 1..max_frames frames are given clean and the
+      # model learns to continue them: what long-video splicing and image-to-video condition on.
+      context=dict(prob=0.25, max_frames=4),
       min_snr_gamma=0.0))  # > 0: Min-SNR-gamma loss weighting (0 = off)
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, batch_size=8, learning_rate=1e-3, warmup_steps=100, weight_decay=0.0,
@@ -122,7 +126,8 @@ def base_config() -> ml_collections.ConfigDict:
       grad_accum_steps=1,  # microbatches per step, accumulated inside the jitted step
       max_nonfinite_steps=10))  # stop after this many skipped (NaN/Inf) steps in a row
   c.sample = ml_collections.ConfigDict(dict(
-      num_prompts=8, steps=50, guidance=3.0, eta=0.0, fps=8, seed=0, batch_size=8))
+      num_prompts=8, sampler='ddim', steps=50, guidance=3.0, eta=0.0, fps=8, seed=0,
+      batch_size=8))
   # Total size of each mesh axis (-1: the remaining devices). `dcn`: how many ways of each goes
   # across TPU slices / GPU nodes (the slow network); its product is the number of them.
   c.mesh = ml_collections.ConfigDict(dict(

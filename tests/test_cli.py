@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 
@@ -63,6 +64,28 @@ def test_train_sharded_resume_and_sample(tmp_path):
                '--num_frames=6', f'--output={out}', '--steps=3')
   assert result.returncode == 0, result.stderr[-5000:]
   assert out.stat().st_size > 0 and (tmp_path / 'out_grid.png').exists()
+
+  image = np.zeros((40, 60, 3), np.uint8)
+  image[:, :, 0] = 255
+  iio.imwrite(tmp_path / 'red.png', image)
+  out = tmp_path / 'i2v.mp4'
+  result = run('vidiff.sample', f'--workdir={workdir}', '--num_frames=10', f'--output={out}',
+               '--steps=2', '--sampler=heun', '--long_mode=window', f'--init_image={tmp_path}/red.png',
+               '--nogrid')
+  assert result.returncode == 0, result.stderr[-5000:]
+  frames = iio.imread(out)
+  assert len(frames) == 10 and not (tmp_path / 'i2v_grid.png').exists()
+  assert frames[0, ..., 0].mean() > 200 and frames[0, ..., 1:].mean() < 60  # red, as given
+
+  (tmp_path / 'bad.png').write_bytes(b'not an image')
+  for args, fragments in [
+      (['--num_frames=3', '--chunk_frames=4'], ['num_frames=3', 'smaller than one chunk']),
+      (['--num_frames=12', '--overlap=4'], ['overlap=4', 'chunk_frames=4']),
+      ([f'--init_image={tmp_path}/bad.png'], ['bad.png', 'not a readable image']),
+      ([f'--init_image={tmp_path}/missing.png'], ['missing.png', 'does not exist']),
+      (['--sampler=plms'], ['plms', 'ddim']),
+  ]:
+    assert_one_line_error(run('vidiff.sample', f'--workdir={workdir}', *args), *fragments)
 
 
 def test_unknown_config_field():

@@ -116,3 +116,17 @@ def test_tokenizer_is_deterministic_and_pads():
   np.testing.assert_array_equal(tokens[0], text.tokenize(['a red circle moving left'], 8, 4096)[0])
   assert list(tokens[1]) == [text.BOS] + [text.PAD] * 7
   assert (tokens[0, 1:6] >= 2).all() and (tokens[0, 6:] == text.PAD).all()
+
+
+@pytest.mark.parametrize('backbone', ['unet3d', 'st_transformer'])
+def test_per_frame_times_condition_each_frame(backbone):
+  """t [B] equals the same t on every frame [B, T]; another time on frame 0 changes frame 0."""
+  from configs import common  # pylint: disable=import-outside-toplevel
+  model_config = common.model_config(backbone, 'tiny')
+  model, params, x, t, tokens = _init_apply(model_config, (2, 4, 8, 8, 3))
+  params = jax.tree.map(lambda p: p + 0.01, params)  # wake the zero-initialised layers
+  out = model.apply(params, x, t, tokens)
+  per_frame = jnp.broadcast_to(t[:, None], (2, 4))
+  np.testing.assert_allclose(model.apply(params, x, per_frame, tokens), out, atol=1e-5)
+  changed = model.apply(params, x, per_frame.at[:, 0].set(0.), tokens)
+  assert float(jnp.abs(changed[:, 0] - out[:, 0]).max()) > 1e-3

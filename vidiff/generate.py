@@ -1,63 +1,147 @@
 """Generating videos from a trained model and writing them for people to watch.
 
-`generate` samples one video per prompt with DDIM + classifier-free guidance; the `vidiff.sample`
-command and the end of training both call it.
+`generate` samples one video per prompt with any sampler and classifier-free guidance; videos
+longer than one forward pass are spliced from chunks or fused from sliding windows
+(`diffusion/long_video.py`). The `vidiff.sample` command and the end of training both call it.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
 from etils import epath
 from tqdm import tqdm
 
-from vidiff import metric_writer, video_io
+from vidiff import metric_writer, models, video_io
 from vidiff import sharding as sharding_lib
 from vidiff.data import synthetic
-from vidiff.diffusion import samplers
+from vidiff.diffusion import long_video, samplers
+from vidiff.errors import check
 from vidiff.metrics import adherence
 from vidiff.models import text
 
+LONG_MODES = ('splice', 'window')
 
-def sampler_fn(setup, *, steps: int, guidance: float, eta: float, video_shape):
-  """A jitted (params, tokens [b, L], rngs [b, 2]) -> videos float [b, T, H, W, 3] in [-1, 1].
 
-  Each video's initial noise comes from its own key, so a prompt's video does not depend on
-  which other prompts share its batch.
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How to sample. chunk_frames: frames per forward pass (default: the training clip length,
+  or num_frames if smaller); overlap: frames shared by neighbouring chunks/windows (default
+  chunk/4 for splice, chunk/2 for window); freenoise: FreeNoise noise rescheduling."""
+  num_frames: int
+  sampler: str = 'ddim'
+  steps: int = 50
+  guidance: float = 1.0
+  eta: float = 0.0
+  seed: int = 0
+  batch_size: int = 8
+  long_mode: str = 'splice'
+  chunk_frames: int | None = None
+  overlap: int | None = None
+  freenoise: bool = False
+
+  def chunk(self, train_frames: int) -> int:
+    return self.chunk_frames or min(train_frames, self.num_frames)
+
+  def overlap_frames(self, chunk: int) -> int:
+    if self.overlap is not None:
+      return self.overlap
+    return max(1, chunk // 4) if self.long_mode == 'splice' else chunk // 2
+
+
+def options_from_config(cfg, **overrides) -> Options:
+  """The config's `sample` settings (training clip length as num_frames), then `overrides`."""
+  s = cfg.sample
+  base = dict(num_frames=cfg.data.num_frames, sampler=s.get('sampler', 'ddim'), steps=s.steps,
+              guidance=s.guidance, eta=s.eta, seed=s.seed, batch_size=s.batch_size)
+  return Options(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
+  """A jitted (params, tokens [b, L], noise [b, T, H, W, 3], key, known [b, T, H, W, 3],
+  mask [T]) -> videos float [b, T, H, W, 3] in [-1, 1].
+
+  Frames where mask is 1 are conditioned on `known` (exactly equal in the output): given to the
+  model clean if it was trained with context frames (`diffusion.context.prob` > 0), and by
+  replacement in the state at every step in any case.
+  window=(frames, stride): denoise T frames as fused sliding windows of `frames`.
   """
   cfg = setup.config
+  sample = samplers.get(options.sampler)
 
-  def run(params, tokens, rngs):
+  def run(params, tokens, noise, key, known, mask):
     apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok)
+    if window is not None:  # the model sees every window of every video as one batch
+      tokens = jnp.tile(tokens, (long_video.window_count(noise.shape[1], *window), 1))
     null = jnp.asarray(text.null_tokens(*tokens.shape))
-    denoise = samplers.guided_denoise_fn(apply, tokens, null, guidance, setup.schedule,
+    denoise = samplers.guided_denoise_fn(apply, tokens, null, options.guidance, setup.schedule,
                                          cfg.diffusion.prediction)
-    noise = jax.vmap(lambda r: jax.random.normal(r, video_shape))(rngs)
-    return samplers.ddim(denoise, noise, jax.random.fold_in(rngs[0], 1), setup.schedule,
-                         steps, eta)
+    if window is not None:
+      denoise = long_video.windowed_denoise_fn(denoise, noise.shape[1], *window, options.steps)
+    if cfg.diffusion.context.prob > 0:
+      denoise = long_video.condition_on_known(denoise, known, mask, noise)
+    project = long_video.replace_known(known, mask, noise, setup.schedule)
+    return sample(denoise, noise, key, setup.schedule, options.steps, eta=options.eta,
+                  project=project)
   return jax.jit(run)
 
 
-def generate(setup, params, prompts, *, num_frames: int, steps: int, guidance: float,
-             eta: float = 0.0, seed: int = 0, batch_size: int = 8) -> np.ndarray:
-  """Samples one video per prompt. Returns uint8 [N, num_frames, H, W, 3]."""
+def initial_noise(keys: np.ndarray, shape) -> np.ndarray:
+  """One video of noise [*shape] per key: [len(keys), *shape]. A video's noise depends only on
+  its own key, so it does not change with the prompts that share its batch."""
+  return np.asarray(jax.vmap(lambda k: jax.random.normal(k, shape))(jnp.asarray(keys)))
+
+
+def generate(setup, params, prompts, options: Options, init_image: np.ndarray | None = None,
+             progress: bool = True) -> np.ndarray:
+  """Samples one video per prompt. init_image: float [H, W, 3] in [-1, 1], the first frame of
+  every video. Returns uint8 [N, num_frames, H, W, 3]."""
   cfg = setup.config
-  res = cfg.data.resolution
+  res, frames = cfg.data.resolution, options.num_frames
+  check(options.long_mode in LONG_MODES,
+        f'long_mode={options.long_mode!r}; use one of {", ".join(LONG_MODES)}.')
+  chunk = options.chunk(cfg.data.num_frames)
+  overlap = options.overlap_frames(chunk)
+  long_video.check_chunks(frames, chunk, overlap)
+  models.check_video_shape(cfg.model, chunk, res, frames_name='chunk_frames (per forward pass)')
+  mode = 'single' if frames == chunk else options.long_mode
+  fn = sampler_fn(setup, options, window=(chunk, chunk - overlap) if mode == 'window' else None)
+
   tokens = text.tokenize(prompts, cfg.model.text.max_len, cfg.model.text.vocab_size)
-  keys = np.stack([jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(len(prompts))])
-  fn = sampler_fn(setup, steps=steps, guidance=guidance, eta=eta,
-                  video_shape=(num_frames, res, res, 3))
-  sharding = setup.batch_shardings['tokens']
-  ways = sharding_lib.ways(sharding)
-  batch_size = -(-batch_size // ways) * ways  # the batch must split evenly over the mesh
+  keys = np.stack([jax.random.fold_in(jax.random.PRNGKey(options.seed), i)
+                   for i in range(len(prompts))])
+  noise = initial_noise(keys, (frames, res, res, 3))
+  if options.freenoise:
+    noise = long_video.freenoise(noise, chunk, chunk - overlap, options.seed)
+  known = np.zeros_like(noise)
+  mask = np.zeros(frames, np.float32)
+  if init_image is not None:
+    known[:, 0], mask[0] = init_image, 1.
+
+  shardings = setup.batch_shardings
+  ways = sharding_lib.ways(shardings['tokens'])
+  batch = -(-min(options.batch_size, len(prompts)) // ways) * ways  # splits evenly over the mesh
   out = []
-  for start in tqdm(range(0, len(prompts), batch_size), desc='sample', leave=False,
-                    disable=jax.process_index() != 0):
-    tok = jax.device_put(_pad(tokens[start:start + batch_size], batch_size), sharding)
-    key = jax.device_put(_pad(keys[start:start + batch_size], batch_size), sharding)
-    with setup.context():
-      videos = fn(params, tok, key)
-    out.append(video_io.to_uint8(jax.device_get(videos))[:len(prompts) - start])
+  for start in tqdm(range(0, len(prompts), batch), desc='sample', leave=False,
+                    disable=not progress or jax.process_index() != 0 or len(prompts) <= batch):
+    rows = slice(start, start + batch)
+    tok = jax.device_put(_pad(tokens[rows], batch), shardings['tokens'])
+
+    def sample_part(part_noise, part_known, part_mask, index=0):
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(options.seed), start), index)
+      with setup.context():
+        return np.asarray(jax.device_get(fn(
+            params, tok, jax.device_put(part_noise, shardings['video']), key,
+            jax.device_put(part_known, shardings['video']), part_mask)))
+
+    part_noise, part_known = _pad(noise[rows], batch), _pad(known[rows], batch)
+    if mode == 'splice':
+      videos = long_video.splice(sample_part, part_noise, chunk, overlap, part_known, mask,
+                                 progress=progress and jax.process_index() == 0)
+    else:
+      videos = sample_part(part_noise, part_known, mask)
+    out.append(video_io.to_uint8(videos)[:len(prompts) - start])
   return np.concatenate(out)[:len(prompts)]
 
 
@@ -87,9 +171,7 @@ def write_training_samples(setup, state, workdir, writer) -> dict[str, float]:
   step = int(state.step)
   prompts = synthetic.example_prompts(cfg.sample.num_prompts, seed=cfg.sample.seed,
                                       max_objects=cfg.data.synthetic.max_objects)
-  videos = generate(setup, state.ema_params, prompts, num_frames=cfg.data.num_frames,
-                    steps=cfg.sample.steps, guidance=cfg.sample.guidance, eta=cfg.sample.eta,
-                    seed=cfg.sample.seed, batch_size=cfg.sample.batch_size)
+  videos = generate(setup, state.ema_params, prompts, options_from_config(cfg))
   scores = {f'sample/{k}': v for k, v in adherence.score_batch(videos, prompts).items()}
   if jax.process_index() == 0:
     out_dir = epath.Path(workdir) / 'samples' / f'step_{step}'
@@ -99,4 +181,3 @@ def write_training_samples(setup, state, workdir, writer) -> dict[str, float]:
     metric_writer.say(f'samples -> {out_dir}  prompt adherence: ' +
                ', '.join(f'{k.split("/")[1]} {v:.2f}' for k, v in scores.items()))
   return scores
-

@@ -22,12 +22,13 @@ from vidiff.train_state import TrainState, ema_decay, ema_update
 
 
 def draw(rng, setup, batch, train: bool) -> dict:
-  """The randomness of one step for the whole batch: {'t' [B], 'eps' [B,T,H,W,C],
-  'drop' bool [B] (prompts replaced by the empty prompt, for guidance), 'dropout' key}."""
+  """The randomness of one step for the whole batch: {'t' [B], 'eps' [B,T,H,W,C], 'context'
+  int [B] (leading frames given clean), 'drop' bool [B] (prompts replaced by the empty prompt, for guidance), 'dropout' key}."""
   drop_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
   video = batch['video']
   rate = setup.config.diffusion.prompt_dropout if train else 0.
-  return {**objectives.draw_noise(noise_rng, video.shape),
+  context = setup.config.diffusion.context
+  return {**objectives.draw_noise(noise_rng, video.shape, context.prob, context.max_frames),
           'drop': jax.random.bernoulli(drop_rng, rate, video.shape[:1]),
           'dropout': dropout_rng}
 

@@ -6,8 +6,9 @@ import warnings
 import imageio.v3 as iio
 import numpy as np
 from etils import epath
+from PIL import Image
 
-from vidiff.errors import check
+from vidiff.errors import UserError, check
 
 
 def upscale(video: np.ndarray, min_size: int = 128) -> np.ndarray:
@@ -54,3 +55,26 @@ def write_image(path, image: np.ndarray) -> None:
 def to_uint8(video) -> np.ndarray:
   """float in [-1, 1] -> uint8 in [0, 255]."""
   return np.asarray(np.clip(np.round((np.asarray(video, np.float32) + 1.) * 127.5), 0, 255), np.uint8)
+
+
+def read_image(path, size: int) -> np.ndarray:
+  """An image file (png, jpg, ...) as float [size, size, 3] in [-1, 1]: centre-cropped to a
+  square and resized. A missing or unreadable file is a UserError."""
+  path = epath.Path(path)
+  check(path.exists(), f'--init_image={path} does not exist.')
+  try:
+    image = iio.imread(path.read_bytes(), extension=path.suffix or None)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'--init_image={path} is not a readable image ({type(e).__name__}: '
+                    f'{" ".join(str(e).split())[:200]}); pass a PNG or JPEG file.') from e
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, axis=-1)
+  check(image.ndim == 3 and image.shape[-1] in (3, 4) and min(image.shape[:2]) > 0,
+        f'--init_image={path} has shape {image.shape}; pass an RGB image.')
+  h, w = image.shape[:2]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  square = Image.fromarray(np.asarray(image[top:top + side, left:left + side, :3], np.uint8))
+  resized = np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), np.float32)
+  return resized / 127.5 - 1.

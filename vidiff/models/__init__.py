@@ -40,10 +40,12 @@ def get_model(model_config, out_channels: int = 3) -> Denoiser:
                   model_config.get('frame_embedding', True), dtype(model_config))
 
 
-def check_video_shape(model_config, num_frames: int, resolution: int) -> None:
-  """Raises a UserError naming valid values if the backbone cannot take this clip shape."""
+def check_video_shape(model_config, num_frames: int, resolution: int,
+                      frames_name: str = 'data.num_frames') -> None:
+  """Raises a UserError naming valid values if the backbone cannot take this clip shape;
+  `frames_name` is the setting the error tells the user to change."""
   time_factor, space_factor = backbone(model_config).factors()
-  for field, value, factor in (('data.num_frames', num_frames, time_factor),
+  for field, value, factor in ((frames_name, num_frames, time_factor),
                                ('data.resolution', resolution, space_factor)):
     if value < factor or value % factor:
       valid = ', '.join(str(factor * k) for k in range(1, 5))

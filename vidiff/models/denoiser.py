@@ -8,10 +8,11 @@ from vidiff.models.text import TextEncoder
 
 
 class Denoiser(nn.Module):
-  """x_t: [B,T,H,W,C] float, t: [B] in [0, 1], tokens: [B, L] int32 -> prediction [B,T,H,W,C].
+  """x_t: [B,T,H,W,C] float, t: [B] or per frame [B, T] in [0, 1], tokens: [B, L] int32 ->
+  prediction [B,T,H,W,C].
 
   The timestep and the pooled prompt form the conditioning `cond` [B, T, cond_dim], one
-  vector per frame: with `frame_embedding` a zero-initialised embedding of the frame index is
+  vector per frame (per-frame t: frames given clean as context carry t = 0): with `frame_embedding` a zero-initialised embedding of the frame index is
   added, which tells frames apart where the backbone is otherwise shift-invariant in time
   (a model fed pure noise can only draw motion if frame k knows it is frame k). Zero at
   initialisation, so a fresh video model still acts frame by frame.
@@ -26,11 +27,12 @@ class Denoiser(nn.Module):
   @nn.compact
   def __call__(self, x, t, tokens, train: bool = False):
     context, mask, pooled = self.text(tokens)
+    t = jnp.broadcast_to(t[:, None], x.shape[:2]) if t.ndim == 1 else t
     emb = layers.sinusoidal_embedding(t * 1000., self.cond_dim)
     emb = layers.dense(self.cond_dim, (None, 'embed'), dtype=self.dtype, name='time_fc1')(emb)
     emb = layers.dense(self.cond_dim, ('embed', 'mlp'), dtype=self.dtype, name='time_fc2')(nn.silu(emb))
-    emb = emb + layers.dense(self.cond_dim, ('embed', 'mlp'), dtype=self.dtype, name='text_pool')(pooled)
-    emb = jnp.repeat(emb[:, None], x.shape[1], axis=1)
+    emb = emb + layers.dense(self.cond_dim, ('embed', 'mlp'), dtype=self.dtype,
+                             name='text_pool')(pooled)[:, None]
     if self.frame_embedding:
       frames = layers.sinusoidal_embedding(jnp.arange(x.shape[1]), self.cond_dim)
       emb = emb + layers.dense(self.cond_dim, (None, 'mlp'), zero_init=True, dtype=self.dtype,

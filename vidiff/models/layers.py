@@ -245,10 +245,10 @@ class MLP(nn.Module):
 
 
 def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:
-  """Sinusoidal features of scalars. t: [B] (any real scale) -> [B, dim]."""
+  """Sinusoidal features of scalars. t: [...] (any real scale) -> [..., dim]."""
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = t.astype(jnp.float32)[:, None] * freqs[None]
+  args = t.astype(jnp.float32)[..., None] * freqs
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 

@@ -1,0 +1,123 @@
+"""Long videos: chunk layout, exact splicing at chunk boundaries, window fusion, FreeNoise, and
+`generate` (seeds, image-to-video, one compile per shape)."""
+
+import jax
+import numpy as np
+import pytest
+
+from test_diffusion import gaussian_denoiser
+from vidiff import generate, train
+from vidiff.diffusion import long_video, samplers, schedules
+from vidiff.errors import UserError
+
+
+def test_chunks_step_by_chunk_minus_overlap_and_end_at_the_last_frame():
+  assert long_video.chunk_starts(20, 8, 2) == [0, 6, 12]
+  assert long_video.chunk_starts(64, 8, 2) == list(range(0, 57, 6)) + [56]
+  assert long_video.chunk_starts(8, 8, 2) == [0]
+
+
+@pytest.mark.parametrize('frames,chunk,overlap,fragment', [
+    (6, 8, 2, 'smaller than one chunk'), (16, 8, 8, 'overlap=8'), (16, 8, -1, 'overlap=-1')])
+def test_bad_chunking_is_a_user_error(frames, chunk, overlap, fragment):
+  with pytest.raises(UserError, match=fragment):
+    long_video.chunk_starts(frames, chunk, overlap)
+
+
+@pytest.mark.parametrize('offset', [0, 1, 2, 3, 4, 5])
+def test_shifted_windows_cover_every_frame(offset):
+  starts = np.asarray(long_video.window_starts(30, 8, 6, offset))
+  covered = np.zeros(30, bool)
+  for s in starts:
+    covered[s:s + 8] = True
+  assert covered.all() and starts.min() == 0 and starts.max() == 22
+
+
+def test_window_fusion_of_a_framewise_denoiser_is_exact():
+  """Averaging windows of a denoiser that treats frames independently changes nothing."""
+  schedule = schedules.Schedule('cosine')
+  denoise = gaussian_denoiser(0.2, 0.5, schedule)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 21, 3, 3, 3))
+  t = np.full((2,), 0.6, np.float32)
+  fused = long_video.windowed_denoise_fn(denoise, 21, 8, 5, steps=10)(x, t)
+  for got, want in zip(fused, denoise(x, t)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_freenoise_reuses_shuffled_earlier_noise():
+  noise = np.random.default_rng(0).normal(size=(2, 20, 2, 2, 3)).astype(np.float32)
+  out = long_video.freenoise(noise, window=8, stride=4)
+  np.testing.assert_array_equal(out[:, :8], noise[:, :8])
+  for start in (8, 12, 16):
+    block, source = out[:, start:start + 4], out[:, start - 8:start - 4]
+    key = lambda a: sorted(a[0, :, 0, 0, 0].tolist())
+    assert key(block) == key(source)  # the same frames of noise, in another order
+
+
+@pytest.fixture(scope='module')
+def tiny_setup():
+  from configs import quickstart  # pylint: disable=import-outside-toplevel
+  config = quickstart.get_config('unet3d,tiny')
+  config.mesh.update(data=2, fsdp=2, time=2)
+  setup = train.make_setup(config)
+  return setup, train.init_state(setup).params
+
+
+def test_splice_reproduces_the_overlap_exactly_and_compiles_once(tiny_setup):
+  setup, params = tiny_setup
+  options = generate.Options(num_frames=10, steps=3)
+  fn = generate.sampler_fn(setup, options)
+  tokens = jax.device_put(np.ones((4, 16), np.int32), setup.batch_shardings['tokens'])
+  chunks = []
+
+  def sample_chunk(noise, known, mask, index):
+    with setup.context():
+      out = np.asarray(fn(params, tokens, noise, jax.random.PRNGKey(index), known, mask))
+    chunks.append((out, known, mask))
+    return out
+
+  noise = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (4, 10, 16, 16, 3)))
+  video = long_video.splice(sample_chunk, noise, chunk_frames=4, overlap=1, progress=False)
+  assert len(chunks) == 3  # starts 0, 3, 6
+  for (prev, _, _), (out, known, mask) in zip(chunks, chunks[1:]):
+    np.testing.assert_array_equal(mask, [1, 0, 0, 0])
+    np.testing.assert_array_equal(out[:, 0], prev[:, -1])  # bitwise: the seam frame is kept
+  np.testing.assert_array_equal(video[:, 6:], chunks[-1][0])
+  assert not np.allclose(video[:, 3], video[:, 4])
+  assert fn._cache_size() == 1  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('long_mode', ['splice', 'window'])
+def test_generate_is_reproducible_and_honours_the_init_image(tiny_setup, long_mode):
+  setup, params = tiny_setup
+  image = np.linspace(-1, 1, 16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3)
+  options = generate.Options(num_frames=10, steps=2, long_mode=long_mode, seed=3, guidance=2.)
+  prompts = ['a red circle moving left', 'a blue square moving up', 'a green triangle']
+  run = lambda: generate.generate(setup, params, prompts, options, init_image=image,
+                                  progress=False)
+  first, second = run(), run()
+  assert first.shape == (3, 10, 16, 16, 3) and first.dtype == np.uint8
+  np.testing.assert_array_equal(first, second)
+  want = np.round((image + 1) * 127.5)
+  assert np.abs(first[:, 0].astype(np.float32) - want).max() <= 1
+  other = generate.generate(setup, params, prompts[:1], options, init_image=image, progress=False)
+  np.testing.assert_array_equal(other[0], first[0])  # a video does not depend on its batch
+
+
+def test_generate_rejects_chunks_the_model_cannot_take(tiny_setup):
+  setup, params = tiny_setup
+  setup.config.model.temporal_downsample = (True, False)
+  try:
+    with pytest.raises(UserError, match='chunk_frames'):
+      generate.generate(setup, params, ['a red circle'],
+                        generate.Options(num_frames=9, chunk_frames=3, overlap=1), progress=False)
+  finally:
+    setup.config.model.temporal_downsample = (False, False)
+
+
+def test_every_sampler_runs_the_model(tiny_setup):
+  setup, params = tiny_setup
+  for name in samplers.SAMPLERS:
+    video = generate.generate(setup, params, ['a red circle moving left'],
+                              generate.Options(num_frames=4, steps=2, sampler=name), progress=False)
+    assert video.shape == (1, 4, 16, 16, 3)

@@ -1,0 +1,28 @@
+"""The sampling benchmark's measurements (their values are timings: only their form is tested)."""
+
+import numpy as np
+
+from configs import quickstart
+from vidiff import sample_bench, train
+
+
+def test_seam_ratio_sees_a_jump_at_a_boundary():
+  video = np.zeros((1, 12, 2, 2, 3), np.uint8)
+  video[0, :, 0, 0, 0] = np.arange(12) * 2        # smooth motion: difference 2 per frame
+  video[0, 6:, 0, 0, 0] += 20                      # a jump between frames 5 and 6
+  seam, inside, ratio = sample_bench.seam_ratio(video, [6])
+  np.testing.assert_allclose([seam, inside], [22 / 12, 2 / 12])
+  np.testing.assert_allclose(ratio, 11.)
+  assert sample_bench.seam_ratio(np.repeat(video[:, :6], 2, axis=0), [3])[2] == 1.
+
+
+def test_speed_rows_cover_every_sampler_with_its_model_calls():
+  config = quickstart.get_config('unet3d,tiny')
+  setup = train.make_setup(config)
+  params = train.init_state(setup).params
+  rows = sample_bench.speed_rows(setup, params, ['a red circle'] * 8, steps=3, repeats=1)
+  assert [(r['sampler'], r['model_calls']) for r in rows] == [
+      ('ddim', 3), ('ddpm', 3), ('euler', 3), ('heun', 5)]
+  assert all(r['wall_s'] > 0 and r['forward_ms'] > 0 and r['ratio'] > 0 for r in rows)
+  table = sample_bench.markdown(rows, [], 64, 'cpu')
+  assert '| heun | 3 | 5 |' in table

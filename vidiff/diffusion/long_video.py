@@ -1,0 +1,162 @@
+"""Videos longer than the model was trained on: latent splicing, sliding windows, FreeNoise.
+
+A model trained on clips of C frames samples N > C frames in one of two ways:
+
+1. Splicing (`splice`): chunks of C frames, each starting `C - overlap` frames after the last.
+   The first `overlap` frames of chunk k+1 are the last frames of chunk k, and chunk k+1 is
+   conditioned on them as *clean frames* (`condition_on_known`): the model sees them exactly,
+   with time 0, as it saw clean leading frames in training (`diffusion.context`, Open-Sora's
+   mask strategy). We pick this over replace-and-renoise because replacement only imposes the
+   known frames through the noisy state, and the rest of the chunk barely follows: on the
+   quickstart U-Net the frame difference at chunk boundaries was 1.9x the one inside chunks
+   with replacement (`python -m vidiff.sample_bench`); Ho et al. 2022 ("Video Diffusion Models",
+   sec. 3.1) report the same incoherence. A model trained without context frames
+   (`diffusion.context.prob = 0`) still gets replacement (`replace_known`), which needs no
+   training. Either way the known frames of the state are also replaced at every step, with the
+   video's own fixed noise, so each chunk follows one deterministic path with DDIM.
+   The last chunk ends at frame N (its overlap grows), so every chunk has the same shape and the
+   sampler compiles once.
+2. Sliding windows (`windowed_denoise_fn`): at every step the model denoises overlapping
+   windows of C frames and the predictions are averaged over the frames they share, weighted
+   towards each window's centre (MultiDiffusion / FreeNoise window fusion). Windows shift by one
+   frame per step, so their edges never stay on the same frames. One pass over all N frames,
+   no autoregressive drift, every window sees frame positions 0..C-1 as in training.
+
+`freenoise` (Qiu et al. 2023, arXiv:2310.15169) reschedules the initial noise so frames beyond the
+first window reuse shuffled copies of earlier noise: long-range content stays consistent.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from vidiff.errors import check
+
+
+def check_chunks(num_frames: int, chunk_frames: int, overlap: int) -> None:
+  """UserError unless num_frames >= chunk_frames > overlap >= 0."""
+  check(chunk_frames >= 1, f'chunk_frames={chunk_frames} must be >= 1.')
+  check(0 <= overlap < chunk_frames,
+        f'overlap={overlap} must be in [0, chunk_frames={chunk_frames}): each chunk needs new '
+        f'frames; use e.g. --overlap={chunk_frames // 4}.')
+  check(num_frames >= chunk_frames,
+        f'num_frames={num_frames} is smaller than one chunk (chunk_frames={chunk_frames}); '
+        f'pass --num_frames >= {chunk_frames} or --chunk_frames <= {num_frames}.')
+
+
+def chunk_starts(num_frames: int, chunk_frames: int, overlap: int) -> list[int]:
+  """First frame of each chunk; the last chunk ends at `num_frames`."""
+  check_chunks(num_frames, chunk_frames, overlap)
+  step = chunk_frames - overlap
+  starts = list(range(0, num_frames - chunk_frames + 1, step))
+  if starts[-1] + chunk_frames < num_frames:
+    starts.append(num_frames - chunk_frames)
+  return starts
+
+
+def replace_known(known, mask, noise, schedule):
+  """project(x, t) for the samplers: frames where `mask` [T] is 1 become alpha_t known +
+  sigma_t noise (exactly `known` at t = 0). known, noise, x: [B, T, H, W, C]."""
+  keep = mask.astype(bool)[None, :, None, None, None]
+
+  def project(x, t):
+    alpha, sigma = schedule.marginal(t)
+    return jnp.where(keep, (alpha * known + sigma * noise).astype(x.dtype), x)
+  return project
+
+
+def condition_on_known(denoise_fn, known, mask, noise):
+  """A denoise_fn that gives the model the frames where `mask` [T] is 1 clean (= `known`) with
+  per-frame time 0, and returns (known, noise) there. denoise_fn(x [B, T, ...], t [B, T]);
+  known, noise: [B, T, ...]."""
+  keep = mask.astype(bool)[None, :, None, None, None]
+
+  def denoise(x, t):
+    t_frames = jnp.where(mask.astype(bool)[None, :], 0., t[:, None])
+    x0, eps = denoise_fn(jnp.where(keep, known, x), t_frames)
+    return jnp.where(keep, known, x0), jnp.where(keep, noise, eps)
+  return denoise
+
+
+def splice(sample_chunk, noise: np.ndarray, chunk_frames: int, overlap: int, known=None,
+           mask=None, progress: bool = True) -> np.ndarray:
+  """Samples a long video chunk by chunk.
+
+  sample_chunk(noise [B, C, ...], known [B, C, ...], mask [C], index) -> chunk [B, C, ...]
+  (numpy) for the index-th chunk, which must return the frames where mask is 1 unchanged. noise: [B, N, H, W, 3], the video's
+  initial noise (chunk k uses its frames). known/mask: frames given up front (e.g. an init image
+  at frame 0), or None. Returns [B, N, H, W, 3].
+  """
+  num_frames = noise.shape[1]
+  video = np.zeros(noise.shape, np.float32) if known is None else np.array(known, np.float32)
+  done = np.zeros(num_frames, bool) if mask is None else np.array(mask, bool)
+  starts = chunk_starts(num_frames, chunk_frames, overlap)
+  for index, start in enumerate(tqdm(starts, desc='chunks', leave=False, disable=not progress)):
+    frames = slice(start, start + chunk_frames)
+    video[:, frames] = sample_chunk(noise[:, frames], video[:, frames],
+                                    done[frames].astype(np.float32), index)
+    done[frames] = True
+  return video
+
+
+def window_count(num_frames: int, window: int, stride: int) -> int:
+  """How many windows `window_starts` returns."""
+  return -(-(num_frames - window) // stride) + 2
+
+
+def window_starts(num_frames: int, window: int, stride: int, offset):
+  """Start frames [count] of windows `stride` apart, shifted back by `offset` (0 <= offset <
+  stride) and clipped into the video; they cover every frame for any offset."""
+  count = window_count(num_frames, window, stride)
+  return jnp.clip(jnp.arange(count) * stride - offset, 0, num_frames - window)
+
+
+def window_weights(window: int):
+  """[window] fusion weights: 1, 2, ... towards the centre, so a frame's prediction comes
+  mostly from windows where it has context on both sides."""
+  f = jnp.arange(window)
+  return jnp.minimum(f + 1, window - f).astype(jnp.float32)
+
+
+def windowed_denoise_fn(denoise_fn, num_frames: int, window: int, stride: int, steps: int):
+  """A denoise_fn over [B, num_frames, ...] built from one over [count * B, window, ...]
+  windows (window j of every video, then window j + 1, ...; count = `window_count`).
+
+  At sampler step i (recovered from t on the `steps` grid) the windows are shifted back by
+  i mod stride frames; x0 and eps are averaged over windows with `window_weights` (both are
+  linear in x_t, so x_t = alpha x0 + sigma eps still holds). t: [B] or per frame [B, frames].
+  """
+  check(0 < stride <= window <= num_frames,
+        f'sliding windows need 0 < stride={stride} <= window={window} <= num_frames={num_frames}.')
+  weights = window_weights(window)[None, :, None, None, None]
+
+  def denoise(x, t):
+    step = jnp.round((1. - jnp.max(t)) * steps).astype(jnp.int32)
+    starts = window_starts(num_frames, window, stride, step % stride)
+    take = lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, window, axis=1)
+    windows = jnp.concatenate([take(x, s) for s in starts])  # [count * B, window, ...]
+    t_windows = (jnp.concatenate([take(t, s) for s in starts]) if t.ndim == 2
+                 else jnp.tile(t, starts.shape[0]))
+    x0, eps = denoise_fn(windows, t_windows)
+    sums = [jnp.zeros(x.shape, jnp.float32) for _ in range(3)]
+    for i, (a, b) in enumerate(zip(jnp.split(x0, starts.shape[0]), jnp.split(eps, starts.shape[0]))):
+      add = lambda total, value: jax.lax.dynamic_update_slice_in_dim(
+          total, take(total, starts[i]) + weights * value, starts[i], axis=1)
+      sums = [add(sums[0], a), add(sums[1], b), add(sums[2], jnp.ones_like(a))]
+    return (sums[0] / sums[2]).astype(x.dtype), (sums[1] / sums[2]).astype(x.dtype)
+  return denoise
+
+
+def freenoise(noise: np.ndarray, window: int, stride: int, seed: int = 0) -> np.ndarray:
+  """FreeNoise noise rescheduling. noise: [B, N, ...] -> [B, N, ...] where the first `window`
+  frames are kept and each following block of `stride` frames is a shuffled copy of the block
+  `window` frames earlier (the FreeNoise reference implementation's scheme)."""
+  rng = np.random.default_rng(seed)
+  out = np.array(noise)
+  for start in range(window, out.shape[1], stride):
+    source = np.arange(start - window, start - window + stride)
+    rng.shuffle(source)
+    block = out[:, source]
+    out[:, start:start + stride] = block[:, :out.shape[1] - start]
+  return out

@@ -1,0 +1,149 @@
+r"""Sampling benchmark: sampler cost against the model's forward pass, and seams of long videos.
+
+  python -m vidiff.sample_bench --workdir=DIR [--num_frames=64 --prompts=8 --steps=50]
+
+Prints two tables (and writes them, with JSON, to DIR/sample_bench/):
+1. Speed: for each sampler, wall time of one jitted sampling call against (model calls x one
+   jitted guided forward pass on the same batch), measured in the same run. The ratio is the
+   sampler's overhead: 1.00 means the loop costs nothing beyond the model.
+2. Seams: `num_frames`-frame videos by latent splicing (and sliding windows for reference, at
+   the same frames); the mean absolute frame-to-frame difference at chunk boundaries (the first
+   new frame of each chunk against the frame before it) over the same inside chunks. 1.0: seams
+   are invisible.
+"""
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+from etils import epath
+
+from vidiff import cli, generate, inference, metric_writer
+from vidiff.data import synthetic
+from vidiff.diffusion import long_video, samplers
+from vidiff.models import text
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when it runs, so importing the module defines none)."""
+  flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.', required=True)
+  flags.DEFINE_integer('num_frames', 64, 'Frames of the long videos for the seam table.')
+  flags.DEFINE_integer('prompts', 8, 'Prompts (videos) per measurement; also the batch size.')
+  flags.DEFINE_integer('steps', 50, 'Sampler steps.')
+  flags.DEFINE_integer('repeats', 3, 'Timed repetitions (the median is reported).')
+  flags.DEFINE_string('out', None, 'Output directory (default: WORKDIR/sample_bench).')
+
+
+def median_seconds(fn, repeats: int) -> float:
+  """Median wall time of fn() (blocking on its result) after one warm-up call."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def speed_rows(setup, params, prompts, steps: int, repeats: int) -> list[dict]:
+  """One row per sampler: wall time vs model calls x the guided forward pass."""
+  cfg = setup.config
+  res, frames, batch = cfg.data.resolution, cfg.data.num_frames, len(prompts)
+  tokens = jnp.asarray(text.tokenize(prompts, cfg.model.text.max_len, cfg.model.text.vocab_size))
+  noise = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, res, res, 3))
+  known, mask = jnp.zeros_like(noise), jnp.zeros((frames,))
+  guidance = cfg.sample.guidance
+  null = jnp.asarray(text.null_tokens(*tokens.shape))
+
+  @jax.jit
+  def forward(params, x, t):
+    apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok)
+    return samplers.guided_denoise_fn(apply, tokens, null, guidance, setup.schedule,
+                                      cfg.diffusion.prediction)(x, t)
+
+  with setup.context():
+    t = jnp.full((batch,), 0.5)
+    forward_s = median_seconds(lambda: forward(params, noise, t), repeats)
+    rows = []
+    for name in samplers.SAMPLERS:
+      options = generate.Options(num_frames=frames, sampler=name, steps=steps, guidance=guidance)
+      fn = generate.sampler_fn(setup, options)
+      key = jax.random.PRNGKey(1)
+      wall = median_seconds(lambda: fn(params, tokens, noise, key, known, mask), repeats)
+      calls = samplers.model_calls(name, steps)
+      rows.append(dict(sampler=name, steps=steps, model_calls=calls, wall_s=wall,
+                       forward_ms=1e3 * forward_s, ratio=wall / (calls * forward_s)))
+  return rows
+
+
+def seam_ratio(videos: np.ndarray, boundaries: list[int]) -> tuple[float, float, float]:
+  """(mean |frame diff| at pairs (b - 1, b) for b in boundaries, inside, their ratio).
+  videos: uint8 [N, T, H, W, 3]."""
+  diffs = np.abs(np.diff(videos.astype(np.float32), axis=1)).mean(axis=(0, 2, 3, 4))  # [T - 1]
+  at = np.zeros(len(diffs), bool)
+  at[[b - 1 for b in boundaries]] = True
+  seam, inside = float(diffs[at].mean()), float(diffs[~at].mean())
+  return seam, inside, seam / inside
+
+
+def seam_rows(setup, params, prompts, num_frames: int, steps: int) -> list[dict]:
+  """Seam statistics of long videos by splicing and by sliding windows (same boundaries)."""
+  cfg = setup.config
+  chunk = cfg.data.num_frames
+  splice_overlap = generate.Options(num_frames=num_frames).overlap_frames(chunk)
+  starts = long_video.chunk_starts(num_frames, chunk, splice_overlap)
+  boundaries = [s + chunk for s in starts[:-1]]  # where each next chunk's new frames begin
+  rows = []
+  for mode, freenoise in (('splice', False), ('splice', True), ('window', False)):
+    options = generate.options_from_config(cfg, num_frames=num_frames, steps=steps,
+                                           long_mode=mode, freenoise=freenoise)
+    start = time.perf_counter()
+    videos = generate.generate(setup, params, prompts, options)
+    seam, inside, ratio = seam_ratio(videos, boundaries)
+    rows.append(dict(mode=mode + (' + freenoise' if freenoise else ''),
+                     overlap=options.overlap_frames(chunk),
+                     seam_diff=seam, inside_diff=inside, ratio=ratio,
+                     wall_s=time.perf_counter() - start))
+  return rows
+
+
+def markdown(speed: list[dict], seams: list[dict], num_frames: int, device: str) -> str:
+  lines = [f'Sampler speed on {device} (guided forward pass = 1 model call):', '',
+           '| sampler | steps | model calls | wall s | forward ms | wall / (calls x forward) |',
+           '|---|---|---|---|---|---|']
+  lines += [f'| {r["sampler"]} | {r["steps"]} | {r["model_calls"]} | {r["wall_s"]:.3f} | '
+            f'{r["forward_ms"]:.2f} | {r["ratio"]:.3f} |' for r in speed]
+  lines += ['', f'Seams of {num_frames}-frame videos (mean |frame difference|, uint8 levels):', '',
+            '| mode | overlap | at chunk boundaries | inside chunks | ratio | wall s |',
+            '|---|---|---|---|---|---|']
+  lines += [f'| {r["mode"]} | {r["overlap"]} | {r["seam_diff"]:.2f} | {r["inside_diff"]:.2f} | '
+            f'{r["ratio"]:.2f} | {r["wall_s"]:.1f} |' for r in seams]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  setup, state = inference.restore_setup(FLAGS.workdir)
+  cfg = setup.config
+  prompts = synthetic.example_prompts(FLAGS.prompts, seed=1,
+                                      max_objects=cfg.data.synthetic.max_objects)
+  speed = speed_rows(setup, state.ema_params, prompts, FLAGS.steps, FLAGS.repeats)
+  seams = seam_rows(setup, state.ema_params, prompts, FLAGS.num_frames, FLAGS.steps)
+  device = f'{jax.devices()[0].device_kind} x{jax.device_count()}'
+  table = markdown(speed, seams, FLAGS.num_frames, device)
+  out = epath.Path(FLAGS.out or epath.Path(FLAGS.workdir) / 'sample_bench')
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'sample_bench.md').write_text(table + '\n')
+  (out / 'sample_bench.json').write_text(json.dumps(
+      dict(device=device, jax=jax.__version__, speed=speed, seams=seams), indent=1))
+  metric_writer.say(table + f'\n\n-> {out}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)
