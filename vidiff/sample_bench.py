@@ -9,7 +9,8 @@ Prints two tables (and writes them, with JSON, to DIR/sample_bench/):
 2. Seams: `num_frames`-frame videos by latent splicing (and sliding windows for reference, at
    the same frames); the mean absolute frame-to-frame difference at chunk boundaries (the first
    new frame of each chunk against the frame before it) over the same inside chunks. 1.0: seams
-   are invisible.
+   are invisible. Below it, the same difference by pair position in plain one-chunk samples:
+   how the model's motion depends on where a frame sits in its clip, splicing aside.
 """
 
 import json
@@ -91,6 +92,13 @@ def seam_ratio(videos: np.ndarray, boundaries: list[int]) -> tuple[float, float,
   return seam, inside, seam / inside
 
 
+def position_profile(setup, params, prompts, steps: int) -> list[float]:
+  """Mean |frame difference| [chunk - 1] by pair position in one-chunk samples."""
+  options = generate.options_from_config(setup.config, steps=steps)
+  videos = generate.generate(setup, params, prompts, options).astype(np.float32)
+  return np.abs(np.diff(videos, axis=1)).mean(axis=(0, 2, 3, 4)).round(2).tolist()
+
+
 def seam_rows(setup, params, prompts, num_frames: int, steps: int) -> list[dict]:
   """Seam statistics of long videos by splicing and by sliding windows (same boundaries)."""
   cfg = setup.config
@@ -112,7 +120,8 @@ def seam_rows(setup, params, prompts, num_frames: int, steps: int) -> list[dict]
   return rows
 
 
-def markdown(speed: list[dict], seams: list[dict], num_frames: int, device: str) -> str:
+def markdown(speed: list[dict], seams: list[dict], num_frames: int, device: str,
+             profile: list[float] | None = None) -> str:
   lines = [f'Sampler speed on {device} (guided forward pass = 1 model call):', '',
            '| sampler | steps | model calls | wall s | forward ms | wall / (calls x forward) |',
            '|---|---|---|---|---|---|']
@@ -123,6 +132,9 @@ def markdown(speed: list[dict], seams: list[dict], num_frames: int, device: str)
             '|---|---|---|---|---|---|']
   lines += [f'| {r["mode"]} | {r["overlap"]} | {r["seam_diff"]:.2f} | {r["inside_diff"]:.2f} | '
             f'{r["ratio"]:.2f} | {r["wall_s"]:.1f} |' for r in seams]
+  if profile:
+    lines += ['', f'Mean |frame difference| by pair position in {len(profile) + 1}-frame samples: '
+              + ' '.join(f'{d:.2f}' for d in profile)]
   return '\n'.join(lines)
 
 
@@ -134,13 +146,15 @@ def main(argv):
                                       max_objects=cfg.data.synthetic.max_objects)
   speed = speed_rows(setup, state.ema_params, prompts, FLAGS.steps, FLAGS.repeats)
   seams = seam_rows(setup, state.ema_params, prompts, FLAGS.num_frames, FLAGS.steps)
+  profile = position_profile(setup, state.ema_params, prompts, FLAGS.steps)
   device = f'{jax.devices()[0].device_kind} x{jax.device_count()}'
-  table = markdown(speed, seams, FLAGS.num_frames, device)
+  table = markdown(speed, seams, FLAGS.num_frames, device, profile)
   out = epath.Path(FLAGS.out or epath.Path(FLAGS.workdir) / 'sample_bench')
   out.mkdir(parents=True, exist_ok=True)
   (out / 'sample_bench.md').write_text(table + '\n')
   (out / 'sample_bench.json').write_text(json.dumps(
-      dict(device=device, jax=jax.__version__, speed=speed, seams=seams), indent=1))
+      dict(device=device, jax=jax.__version__, speed=speed, seams=seams, profile=profile),
+      indent=1))
   metric_writer.say(table + f'\n\n-> {out}')
 
 
