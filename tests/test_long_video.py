@@ -115,6 +115,13 @@ def test_generate_rejects_chunks_the_model_cannot_take(tiny_setup):
     setup.config.model.temporal_downsample = (False, False)
 
 
+def test_one_frame_videos_need_no_overlap(tiny_setup):
+  setup, params = tiny_setup
+  video = generate.generate(setup, params, ['a red circle'], generate.Options(num_frames=1, steps=2),
+                            progress=False)
+  assert video.shape == (1, 1, 16, 16, 3)
+
+
 def test_every_sampler_runs_the_model(tiny_setup):
   setup, params = tiny_setup
   for name in samplers.SAMPLERS:

@@ -102,7 +102,7 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   check(options.long_mode in LONG_MODES,
         f'long_mode={options.long_mode!r}; use one of {", ".join(LONG_MODES)}.')
   chunk = options.chunk(cfg.data.num_frames)
-  overlap = options.overlap_frames(chunk)
+  overlap = options.overlap_frames(chunk) if frames > chunk else 0  # one chunk: nothing shared
   long_video.check_chunks(frames, chunk, overlap)
   models.check_video_shape(cfg.model, chunk, res, frames_name='chunk_frames (per forward pass)')
   mode = 'single' if frames == chunk else options.long_mode
@@ -120,6 +120,8 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
     known[:, 0], mask[0] = init_image, 1.
 
   shardings = setup.batch_shardings
+  # Split over the batch only: a video of any length fits, the model reshards inside.
+  by_batch = jax.sharding.NamedSharding(setup.mesh, shardings['tokens'].spec)
   ways = sharding_lib.ways(shardings['tokens'])
   batch = -(-min(options.batch_size, len(prompts)) // ways) * ways  # splits evenly over the mesh
   out = []
@@ -132,8 +134,8 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
       key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(options.seed), start), index)
       with setup.context():
         return np.asarray(jax.device_get(fn(
-            params, tok, jax.device_put(part_noise, shardings['video']), key,
-            jax.device_put(part_known, shardings['video']), part_mask)))
+            params, tok, jax.device_put(part_noise, by_batch), key,
+            jax.device_put(part_known, by_batch), part_mask)))
 
     part_noise, part_known = _pad(noise[rows], batch), _pad(known[rows], batch)
     if mode == 'splice':
