@@ -115,6 +115,13 @@ def test_generate_rejects_chunks_the_model_cannot_take(tiny_setup):
     setup.config.model.temporal_downsample = (False, False)
 
 
+def test_zero_steps_is_a_user_error(tiny_setup):
+  setup, params = tiny_setup
+  with pytest.raises(UserError, match='at least 1 step'):
+    generate.generate(setup, params, ['a red circle'], generate.Options(num_frames=4, steps=0),
+                      progress=False)
+
+
 def test_one_frame_videos_need_no_overlap(tiny_setup):
   setup, params = tiny_setup
   video = generate.generate(setup, params, ['a red circle'], generate.Options(num_frames=1, steps=2),

@@ -53,9 +53,18 @@ class Options:
 def options_from_config(cfg, **overrides) -> Options:
   """The config's `sample` settings (training clip length as num_frames), then `overrides`."""
   s = cfg.sample
-  base = dict(num_frames=cfg.data.num_frames, sampler=s.get('sampler', 'ddim'), steps=s.steps,
+  base = dict(num_frames=cfg.data.num_frames, sampler=s.sampler, steps=s.steps,
               guidance=s.guidance, eta=s.eta, seed=s.seed, batch_size=s.batch_size)
   return Options(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def guided_denoise_fn(setup, params, tokens, guidance: float):
+  """The model with classifier-free guidance as a sampler's denoise_fn: (x_t [b, T, ...],
+  t [b] or [b, T]) -> (x0_hat, eps_hat); tokens: [b, L]."""
+  apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok)
+  null = jnp.asarray(text.null_tokens(*tokens.shape))
+  return samplers.guided_denoise_fn(apply, tokens, null, guidance, setup.schedule,
+                                    setup.config.diffusion.prediction)
 
 
 def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
@@ -71,12 +80,9 @@ def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
   sample = samplers.get(options.sampler)
 
   def run(params, tokens, noise, key, known, mask):
-    apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok)
     if window is not None:  # the model sees every window of every video as one batch
       tokens = jnp.tile(tokens, (long_video.window_count(noise.shape[1], *window), 1))
-    null = jnp.asarray(text.null_tokens(*tokens.shape))
-    denoise = samplers.guided_denoise_fn(apply, tokens, null, options.guidance, setup.schedule,
-                                         cfg.diffusion.prediction)
+    denoise = guided_denoise_fn(setup, params, tokens, options.guidance)
     if window is not None:
       denoise = long_video.windowed_denoise_fn(denoise, noise.shape[1], *window, options.steps)
     if cfg.diffusion.context.prob > 0:
@@ -99,6 +105,7 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   every video. Returns uint8 [N, num_frames, H, W, 3]."""
   cfg = setup.config
   res, frames = cfg.data.resolution, options.num_frames
+  check(options.steps >= 1, f'steps={options.steps}: a sampler needs at least 1 step.')
   check(options.long_mode in LONG_MODES,
         f'long_mode={options.long_mode!r}; use one of {", ".join(LONG_MODES)}.')
   chunk = options.chunk(cfg.data.num_frames)

@@ -59,13 +59,10 @@ def speed_rows(setup, params, prompts, steps: int, repeats: int) -> list[dict]:
   noise = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, res, res, 3))
   known, mask = jnp.zeros_like(noise), jnp.zeros((frames,))
   guidance = cfg.sample.guidance
-  null = jnp.asarray(text.null_tokens(*tokens.shape))
 
   @jax.jit
   def forward(params, x, t):
-    apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok)
-    return samplers.guided_denoise_fn(apply, tokens, null, guidance, setup.schedule,
-                                      cfg.diffusion.prediction)(x, t)
+    return generate.guided_denoise_fn(setup, params, tokens, guidance)(x, t)
 
   with setup.context():
     t = jnp.full((batch,), 0.5)

@@ -84,9 +84,9 @@ def splice(sample_chunk, noise: np.ndarray, chunk_frames: int, overlap: int, kno
   """Samples a long video chunk by chunk.
 
   sample_chunk(noise [B, C, ...], known [B, C, ...], mask [C], index) -> chunk [B, C, ...]
-  (numpy) for the index-th chunk, which must return the frames where mask is 1 unchanged. noise: [B, N, H, W, 3], the video's
-  initial noise (chunk k uses its frames). known/mask: frames given up front (e.g. an init image
-  at frame 0), or None. Returns [B, N, H, W, 3].
+  (numpy) for the index-th chunk, which must return the frames where mask is 1 unchanged.
+  noise: [B, N, H, W, 3], the video's initial noise (chunk k uses its frames). known/mask:
+  frames given up front (e.g. an init image at frame 0), or None. Returns [B, N, H, W, 3].
   """
   num_frames = noise.shape[1]
   video = np.zeros(noise.shape, np.float32) if known is None else np.array(known, np.float32)
@@ -139,8 +139,9 @@ def windowed_denoise_fn(denoise_fn, num_frames: int, window: int, stride: int, s
     t_windows = (jnp.concatenate([take(t, s) for s in starts]) if t.ndim == 2
                  else jnp.tile(t, starts.shape[0]))
     x0, eps = denoise_fn(windows, t_windows)
+    count = starts.shape[0]
     sums = [jnp.zeros(x.shape, jnp.float32) for _ in range(3)]
-    for i, (a, b) in enumerate(zip(jnp.split(x0, starts.shape[0]), jnp.split(eps, starts.shape[0]))):
+    for i, (a, b) in enumerate(zip(jnp.split(x0, count), jnp.split(eps, count))):
       add = lambda total, value: jax.lax.dynamic_update_slice_in_dim(
           total, take(total, starts[i]) + weights * value, starts[i], axis=1)
       sums = [add(sums[0], a), add(sums[1], b), add(sums[2], jnp.ones_like(a))]

@@ -75,10 +75,9 @@ def draw_noise(rng, shape, context_prob: float = 0., max_context: int = 0) -> di
           'context': jnp.where(use, frames, 0).astype(jnp.int32)}
 
 
-def frame_times(t, context, frames: int):
-  """Per-frame times [B, frames]: 0 for the first `context` [B] frames (given clean), else t [B]."""
-  clean = jnp.arange(frames)[None, :] < context[:, None]
-  return jnp.where(clean, 0., t[:, None])
+def context_frames(context, frames: int):
+  """bool [B, frames]: True for the first `context` [B] frames of each clip (given clean)."""
+  return jnp.arange(frames)[None, :] < context[:, None]
 
 
 def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, prediction: str,
@@ -91,13 +90,14 @@ def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   per-example loss [B]).
   """
   t, eps = noise['t'], noise['eps'].astype(x0.dtype)
-  t_frames = frame_times(t, noise['context'], x0.shape[1])
+  clean = context_frames(noise['context'], x0.shape[1])
+  t_frames = jnp.where(clean, 0., t[:, None])
   alpha, sigma = schedule.marginal(t_frames)
   x_t = expand(alpha, x0) * x0 + expand(sigma, x0) * eps
   pred = apply_fn(x_t, t_frames, tokens)
   err = jnp.square(pred.astype(jnp.float32) - target(x0, eps, alpha, sigma, prediction))
   per_frame = err.mean(axis=tuple(range(2, err.ndim)))  # [B, T]
-  scored = jnp.arange(x0.shape[1])[None, :] >= noise['context'][:, None]
+  scored = ~clean
   per_example = (jnp.where(scored, per_frame, 0.).sum(1) /
                  jnp.maximum(scored.sum(1), 1).astype(jnp.float32))
   if min_snr_gamma:

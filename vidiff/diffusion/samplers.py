@@ -63,10 +63,14 @@ def _scan(step, x, rng, grid, project):
   return jax.lax.scan(body, x, (grid[:-1], grid[1:], keys))[0]
 
 
+def _transition_var(a_t, s_t, a_s, s_s):
+  """sigma_{t|s}^2 = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2: the variance of q(x_t | x_s)."""
+  return jnp.maximum(s_t ** 2 - (a_t / a_s) ** 2 * s_s ** 2, 0.)
+
+
 def _posterior_std(a_t, s_t, a_s, s_s):
   """Std of q(x_s | x_t, x0) for s < t: sigma_{t|s} sigma_s / sigma_t (Kingma et al. 2021)."""
-  var_ts = jnp.maximum(s_t ** 2 - (a_t / a_s) ** 2 * s_s ** 2, 0.)
-  return jnp.sqrt(var_ts) * s_s / s_t
+  return jnp.sqrt(_transition_var(a_t, s_t, a_s, s_s)) * s_s / s_t
 
 
 def ddim(denoise_fn, noise, rng, schedule: Schedule, steps: int = 50, *, eta: float = 0.0,
@@ -109,9 +113,8 @@ def ddpm(denoise_fn, noise, rng, schedule: Schedule, steps: int = 1000, *, eta: 
     x0, _ = _model(denoise_fn, x, t, clip_x0)
     a_t, s_t = schedule.alpha_sigma(t)
     a_s, s_s = schedule.marginal(s)
-    a_ts = a_t / a_s
-    var_ts = jnp.maximum(s_t ** 2 - a_ts ** 2 * s_s ** 2, 0.)
-    mean = (a_ts * s_s ** 2 * x + a_s * var_ts * x0) / s_t ** 2
+    var_ts = _transition_var(a_t, s_t, a_s, s_s)
+    mean = ((a_t / a_s) * s_s ** 2 * x + a_s * var_ts * x0) / s_t ** 2
     return mean + _posterior_std(a_t, s_t, a_s, s_s) * jax.random.normal(key, x.shape, x.dtype)
   return _scan(step, project(noise, 1.), rng, time_grid(steps), project)
 
