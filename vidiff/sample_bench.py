@@ -37,6 +37,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('prompts', 8, 'Prompts (videos) per measurement; also the batch size.')
   flags.DEFINE_integer('steps', 50, 'Sampler steps.')
   flags.DEFINE_integer('repeats', 3, 'Timed repetitions (the median is reported).')
+  flags.DEFINE_float('reconstruction', 2.0, 'Reconstruction guidance weight of the seam row that '
+                     'uses it.')
   flags.DEFINE_string('out', None, 'Output directory (default: WORKDIR/sample_bench).')
 
 
@@ -96,21 +98,26 @@ def position_profile(setup, params, prompts, steps: int) -> list[float]:
   return np.abs(np.diff(videos, axis=1)).mean(axis=(0, 2, 3, 4)).round(2).tolist()
 
 
-def seam_rows(setup, params, prompts, num_frames: int, steps: int) -> list[dict]:
-  """Seam statistics of long videos by splicing and by sliding windows (same boundaries)."""
+def seam_rows(setup, params, prompts, num_frames: int, steps: int,
+              reconstruction: float) -> list[dict]:
+  """Seam statistics of long videos by splicing (clean context frames or replacement, FreeNoise,
+  reconstruction guidance) and by sliding windows, at the same boundaries."""
   cfg = setup.config
   chunk = cfg.data.num_frames
   splice_overlap = generate.Options(num_frames=num_frames).overlap_frames(chunk)
   starts = long_video.chunk_starts(num_frames, chunk, splice_overlap)
   boundaries = [s + chunk for s in starts[:-1]]  # where each next chunk's new frames begin
   rows = []
-  for mode, freenoise in (('splice', False), ('splice', True), ('window', False)):
+  for mode, freenoise, weight in (('splice', False, 0.), ('splice', True, 0.),
+                                  ('splice', False, reconstruction), ('window', False, 0.)):
     options = generate.options_from_config(cfg, num_frames=num_frames, steps=steps,
-                                           long_mode=mode, freenoise=freenoise)
+                                           long_mode=mode, freenoise=freenoise,
+                                           reconstruction=weight)
     start = time.perf_counter()
     videos = generate.generate(setup, params, prompts, options)
     seam, inside, ratio = seam_ratio(videos, boundaries)
-    rows.append(dict(mode=mode + (' + freenoise' if freenoise else ''),
+    rows.append(dict(mode=mode + (' + freenoise' if freenoise else '') +
+                     (f' + reconstruction guidance {weight:g}' if weight else ''),
                      overlap=options.overlap_frames(chunk),
                      seam_diff=seam, inside_diff=inside, ratio=ratio,
                      wall_s=time.perf_counter() - start))
@@ -142,7 +149,8 @@ def main(argv):
   prompts = synthetic.example_prompts(FLAGS.prompts, seed=1,
                                       max_objects=cfg.data.synthetic.max_objects)
   speed = speed_rows(setup, state.ema_params, prompts, FLAGS.steps, FLAGS.repeats)
-  seams = seam_rows(setup, state.ema_params, prompts, FLAGS.num_frames, FLAGS.steps)
+  seams = seam_rows(setup, state.ema_params, prompts, FLAGS.num_frames, FLAGS.steps,
+                    FLAGS.reconstruction)
   profile = position_profile(setup, state.ema_params, prompts, FLAGS.steps)
   device = f'{jax.devices()[0].device_kind} x{jax.device_count()}'
   table = markdown(speed, seams, FLAGS.num_frames, device, profile)

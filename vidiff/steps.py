@@ -43,7 +43,8 @@ def loss_fn(params, setup, batch, noise: dict, train: bool):
                                               rngs={'dropout': noise['dropout']})
   return objectives.diffusion_loss(apply, pipeline.as_float(batch['video']), tokens, noise,
                                    setup.schedule, setup.config.diffusion.prediction,
-                                   setup.config.diffusion.min_snr_gamma)
+                                   setup.config.diffusion.min_snr_gamma,
+                                   setup.config.diffusion.temporal_weight)
 
 
 def microbatches(tree, k: int):

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,11 +22,12 @@ import optax
 from etils import epath
 from tqdm import tqdm
 
-from vidiff import (checkpointing, generate, metric_writer, models, optimizer, perf, preemption,
-                    sharding, steps)
+from vidiff import (checkpointing, evaluate, generate, metric_writer, models, optimizer, perf,
+                    preemption, sharding, steps)
 from vidiff.data import pipeline
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError, check
+from vidiff.metrics import i3d, video_metrics
 from vidiff.models import remat
 from vidiff.train_state import TrainState
 
@@ -141,12 +142,30 @@ def prepare_workdir(workdir: str) -> epath.Path:
   return path
 
 
-def evaluate(setup: Setup, eval_step, state: TrainState, eval_batches) -> dict[str, float]:
+def eval_loss(setup: Setup, eval_step, state: TrainState, eval_batches) -> dict[str, float]:
   """Mean eval loss over the fixed held-out batches."""
   with setup.context():
     losses = [eval_step(state.ema_params, sharding.global_batch(b, setup.batch_shardings), i)
               for i, b in enumerate(eval_batches)]
   return {'eval/loss': float(np.mean(jax.device_get(losses)))}
+
+
+def video_metrics_fn(setup: Setup):
+  """None if `metrics.every` is 0, else state -> {'eval/fvd', 'eval/warping_error', ...}: samples
+  one video per held-out caption with the EMA params and scores them against those clips."""
+  cfg = setup.config
+  if not cfg.metrics.every:
+    return None
+  real, captions = pipeline.held_out_clips(cfg.data, cfg.metrics.num_videos)
+  i3d_params = i3d.load_params()
+  options = generate.options_from_config(cfg)
+
+  def scores(state):
+    values, _ = evaluate.sample_and_score(setup, state.ema_params, real, captions, i3d_params,
+                                          options, cfg.metrics.resolution, cfg.metrics.flow,
+                                          progress=False)
+    return {f'eval/{k}': v for k, v in values.items()}
+  return scores
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -170,10 +189,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
   step_fn, eval_step = compile_train_step(setup), steps.make_eval_step(setup)
   meter = Meter(setup, step_fn, start)
+  evals = Evals(eval_step, eval_batches, video_metrics_fn(setup))
   try:
     with preemption.Watcher() as watcher:
-      state = train_loop(setup, state, step_fn, eval_step, train_iter, eval_batches, mngr, writer,
-                         meter, watcher)
+      state = train_loop(setup, state, step_fn, evals, train_iter, mngr, writer, meter, watcher)
   finally:
     mngr.wait_until_finished()
   if config.sample.num_prompts > 0:
@@ -199,8 +218,16 @@ def compile_train_step(setup: Setup, compiler_options: dict | None = None):
     return lowered.compile(options or None)
 
 
-def train_loop(setup, state, step_fn, eval_step, train_iter, eval_batches, mngr, writer, meter,
-               watcher):
+@dataclasses.dataclass
+class Evals:
+  """What train_loop evaluates: the loss on fixed held-out batches every `train.eval_every`
+  steps, and `video_metrics` (None: off) every `metrics.every` steps."""
+  eval_step: Callable
+  batches: list
+  video_metrics: Callable | None = None
+
+
+def train_loop(setup, state, step_fn, evals: Evals, train_iter, mngr, writer, meter, watcher):
   """Runs steps up to train.num_steps with logging, eval, checkpoints and preemption."""
   cfg = setup.config.train
   bar = tqdm(total=cfg.num_steps, initial=meter.step, desc='train',
@@ -216,9 +243,15 @@ def train_loop(setup, state, step_fn, eval_step, train_iter, eval_batches, mngr,
       writer.scalars(step, scalars)
       bar.set_postfix(loss=f'{scalars["train/loss"]:.4f}')
     if step % cfg.eval_every == 0 or step == cfg.num_steps:
-      scalars = evaluate(setup, eval_step, state, eval_batches)
+      scalars = eval_loss(setup, evals.eval_step, state, evals.batches)
       writer.scalars(step, scalars)
       metric_writer.say(f'step {step}: eval loss {scalars["eval/loss"]:.4f} | {meter.speed()}')
+    every = setup.config.metrics.every
+    if evals.video_metrics and (step % every == 0 or step == cfg.num_steps):
+      scalars = evals.video_metrics(state)
+      writer.scalars(step, scalars)
+      metric_writer.say(f'step {step}: ' + video_metrics.summary(
+          {k.split('/')[1]: v for k, v in scalars.items()}))
     preempted = watcher.reached(step)
     if preempted or step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
       checkpointing.save(mngr, step, state, train_iter, setup.config)

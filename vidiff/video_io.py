@@ -78,3 +78,32 @@ def read_image(path, size: int) -> np.ndarray:
   square = Image.fromarray(np.asarray(image[top:top + side, left:left + side, :3], np.uint8))
   resized = np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), np.float32)
   return resized / 127.5 - 1.
+
+
+VIDEO_SUFFIXES = ('.gif', '.mp4', '.avi', '.mov', '.webm', '.mkv')  # by preference: gif is lossless
+
+
+def read_video(path) -> np.ndarray:
+  """A video file (mp4, gif, avi, ...) as uint8 [T, H, W, 3]. A missing, unreadable or
+  corrupt file is a UserError naming it."""
+  path = epath.Path(path)
+  check(path.exists(), f'{path} does not exist.')
+  warnings.filterwarnings('ignore', message='os.fork', category=RuntimeWarning)
+  try:
+    video = np.asarray(iio.imread(path.read_bytes(), extension=path.suffix or None, index=None))
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'{path} is not a readable video ({type(e).__name__}: '
+                    f'{" ".join(str(e).split())[:200]}); re-encode it as mp4 or remove it.') from e
+  if video.ndim == 3:  # grey frames
+    video = np.repeat(video[..., None], 3, axis=-1)
+  check(video.ndim == 4 and video.shape[-1] in (3, 4) and video.shape[0] >= 1,
+        f'{path} decodes to shape {video.shape}; expected RGB frames [T, H, W, 3].')
+  return np.ascontiguousarray(video[..., :3]).astype(np.uint8)
+
+
+def resize_video(video: np.ndarray, height: int, width: int) -> np.ndarray:
+  """uint8 [T, H, W, 3] -> [T, height, width, 3] (bilinear per frame; unchanged if equal)."""
+  if video.shape[1:3] == (height, width):
+    return video
+  return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BILINEAR))
+                   for f in video])

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from vidiff.data import synthetic
-from vidiff.data.transforms import ClipSampler, clip_span
+from vidiff.data.transforms import ClipSampler, clip_indices, clip_span
 from vidiff.errors import check
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -41,6 +41,18 @@ def clips(data_config, model_text_config, split: str) -> grain.MapDataset:
     ds = ds.shuffle().repeat()
   ds = ds.random_map(sampler)
   return ds[jax.process_index()::jax.process_count()]
+
+
+def held_out_clips(data_config, count: int) -> tuple[np.ndarray, list[str]]:
+  """The first `count` held-out clips (from their first frame, as in eval) and their captions:
+  (uint8 [count, T, H, W, 3], [count] str). The same on every process."""
+  source = make_source(data_config, 'eval')
+  check(0 < count <= len(source),
+        f'{count} held-out videos asked for, the eval split has {len(source)}; raise '
+        f'data.synthetic.eval_videos or lower metrics.num_videos.')
+  frames = clip_indices(data_config.num_frames, data_config.frame_stride, 0)
+  examples = [source.read(i, frames) for i in range(count)]
+  return np.stack([e['video'] for e in examples]), [e['caption'] for e in examples]
 
 
 def train_iterator(data_config, model_text_config, process_batch_size: int):

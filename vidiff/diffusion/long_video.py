@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from vidiff.diffusion import objectives
 from vidiff.errors import check
 
 
@@ -76,6 +77,26 @@ def condition_on_known(denoise_fn, known, mask, noise):
     t_frames = jnp.where(mask.astype(bool)[None, :], 0., t[:, None])
     x0, eps = denoise_fn(jnp.where(keep, known, x), t_frames)
     return jnp.where(keep, known, x0), jnp.where(keep, noise, eps)
+  return denoise
+
+
+def reconstruction_guided(denoise_fn, known, mask, weight: float, schedule):
+  """Reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", eq. 7) for a model
+  trained without clean context frames: the known frames stay noisy in the model's input, and
+  x0_hat of the other frames moves by weight * alpha_t * J^T (known - x0_hat) over the known
+  frames (J = d x0_hat / d x_t: minus the gradient of weight * alpha_t / 2 * ||known -
+  x0_hat||^2), so they agree with what the model would have to predict for the known frames to
+  come out right. One extra backward pass per call. denoise_fn(x, t [B]);
+  known: [B, T, ...]; mask: [T]. eps_hat is recomputed so x_t = alpha x0_hat + sigma eps_hat."""
+  keep = mask.astype(bool)[None, :, None, None, None]
+
+  def denoise(x, t):
+    (x0, eps), pullback = jax.vjp(lambda y: denoise_fn(y, t), x)
+    residual = jnp.where(keep, known - x0, 0.).astype(x0.dtype)
+    grad = pullback((residual, jnp.zeros_like(eps)))[0]
+    alpha, sigma = (objectives.expand(a, x) for a in schedule.alpha_sigma(t))
+    x0 = jnp.where(keep, x0, x0 + weight * alpha * grad)
+    return x0, ((x - alpha * x0) / sigma).astype(x.dtype)
   return denoise
 
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from vidiff.diffusion.schedules import Schedule
 from vidiff.errors import check
+from vidiff.metrics import jax_flow
 
 PREDICTIONS = ('eps', 'v', 'x0', 'flow')
 
@@ -81,13 +82,15 @@ def context_frames(context, frames: int):
 
 
 def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, prediction: str,
-                   min_snr_gamma: float | None = None):
-  """Mean squared error of the model's prediction. apply_fn(x_t, t, tokens) -> prediction.
+                   min_snr_gamma: float | None = None, temporal_weight: float = 0.):
+  """Mean squared error of the model's prediction, plus the temporal coherence loss.
 
   x0: [B, T, ...]; apply_fn(x_t, t [B, T], tokens) -> prediction. `noise` is `draw_noise`'s;
   frames given as clean context are exact in x_t and left out of the loss. `min_snr_gamma`
-  weights each example by `min_snr_weight` (None weighs all equally). Returns (loss scalar,
-  per-example loss [B]).
+  weights each example by `min_snr_weight` (None weighs all equally). `temporal_weight` > 0 adds
+  lambda * ||Flow(x0_hat_t) - Flow(x0_hat_{t-1})||^2 on the predicted clean frames
+  (`jax_flow.temporal_coherence_loss`: the mean squared change between consecutive optical-flow
+  fields, 0 for a static video). Returns (loss scalar, per-example loss [B]).
   """
   t, eps = noise['t'], noise['eps'].astype(x0.dtype)
   clean = context_frames(noise['context'], x0.shape[1])
@@ -103,4 +106,8 @@ def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   if min_snr_gamma:
     per_example = per_example * min_snr_weight(*schedule.alpha_sigma(t), prediction,
                                                min_snr_gamma)
+  if temporal_weight:
+    x0_hat = x0_eps(pred.astype(jnp.float32), x_t, alpha, sigma, prediction)[0]
+    x0_hat = jnp.where(expand(clean, x0), x0, jnp.clip(x0_hat, -1., 1.))
+    per_example = per_example + temporal_weight * jax_flow.temporal_coherence_loss(x0_hat)
   return per_example.mean(), per_example
