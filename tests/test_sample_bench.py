@@ -10,10 +10,22 @@ def test_seam_ratio_sees_a_jump_at_a_boundary():
   video = np.zeros((1, 12, 2, 2, 3), np.uint8)
   video[0, :, 0, 0, 0] = np.arange(12) * 2        # smooth motion: difference 2 per frame
   video[0, 6:, 0, 0, 0] += 20                      # a jump between frames 5 and 6
-  seam, inside, ratio = sample_bench.seam_ratio(video, [6])
+  seam, inside, ratio = sample_bench.seam_ratio(sample_bench.frame_differences(video), [6])
   np.testing.assert_allclose([seam, inside], [22 / 12, 2 / 12])
   np.testing.assert_allclose(ratio, 11.)
-  assert sample_bench.seam_ratio(np.repeat(video[:, :6], 2, axis=0), [3])[2] == 1.
+  smooth = sample_bench.frame_differences(np.repeat(video[:, :6], 2, axis=0))
+  assert sample_bench.seam_ratio(smooth, [3])[2] == 1.
+
+
+def test_warping_error_seams_discount_motion_but_see_a_jump():
+  """A square moving 1 px a frame, then jumping 6 px between frames 5 and 6."""
+  video = np.zeros((2, 12, 24, 24, 3), np.uint8)
+  for t in range(12):
+    x = 2 + t + (6 if t >= 6 else 0)
+    video[:, t, 8:14, x:x + 6] = 200
+  errors = sample_bench.warping_errors(video)
+  assert errors.shape == (11,)
+  assert sample_bench.seam_ratio(errors, [6])[2] > 5.
 
 
 def test_speed_rows_cover_every_sampler_with_its_model_calls():

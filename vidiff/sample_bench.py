@@ -8,7 +8,8 @@ Prints two tables (and writes them, with JSON, to DIR/sample_bench/):
    sampler's overhead: 1.00 means the loop costs nothing beyond the model.
 2. Seams: `num_frames`-frame videos by latent splicing (and sliding windows for reference, at
    the same frames); the mean absolute frame-to-frame difference at chunk boundaries (the first
-   new frame of each chunk against the frame before it) over the same inside chunks. 1.0: seams
+   new frame of each chunk against the frame before it) over the same inside chunks, and the
+   same ratio of warping errors (`metrics.flow`), which discounts coherent motion. 1.0: seams
    are invisible. Below it, the same difference by pair position in plain one-chunk samples:
    how the model's motion depends on where a frame sits in its clip, splicing aside.
 """
@@ -25,6 +26,7 @@ from etils import epath
 from vidiff import cli, generate, inference, metric_writer
 from vidiff.data import synthetic
 from vidiff.diffusion import long_video, samplers
+from vidiff.metrics import flow
 from vidiff.models import text
 
 FLAGS = flags.FLAGS
@@ -81,13 +83,22 @@ def speed_rows(setup, params, prompts, steps: int, repeats: int) -> list[dict]:
   return rows
 
 
-def seam_ratio(videos: np.ndarray, boundaries: list[int]) -> tuple[float, float, float]:
-  """(mean |frame diff| at pairs (b - 1, b) for b in boundaries, inside, their ratio).
-  videos: uint8 [N, T, H, W, 3]."""
-  diffs = np.abs(np.diff(videos.astype(np.float32), axis=1)).mean(axis=(0, 2, 3, 4))  # [T - 1]
-  at = np.zeros(len(diffs), bool)
+def frame_differences(videos: np.ndarray) -> np.ndarray:
+  """Mean |frame t+1 - frame t| [T - 1] of uint8 videos [N, T, H, W, 3], over videos and pixels."""
+  return np.abs(np.diff(videos.astype(np.float32), axis=1)).mean(axis=(0, 2, 3, 4))
+
+
+def warping_errors(videos: np.ndarray) -> np.ndarray:
+  """`flow.warping_error` [T - 1] of each pair of consecutive frames, pooled over videos: unlike
+  the frame difference it does not count coherent motion, only what the flow cannot explain."""
+  return np.array([flow.warping_error(videos[:, t:t + 2]) for t in range(videos.shape[1] - 1)])
+
+
+def seam_ratio(per_pair: np.ndarray, boundaries: list[int]) -> tuple[float, float, float]:
+  """(mean of per_pair [T - 1] at pairs (b - 1, b) for b in boundaries, inside, their ratio)."""
+  at = np.zeros(len(per_pair), bool)
   at[[b - 1 for b in boundaries]] = True
-  seam, inside = float(diffs[at].mean()), float(diffs[~at].mean())
+  seam, inside = float(per_pair[at].mean()), float(per_pair[~at].mean())
   return seam, inside, seam / inside
 
 
@@ -115,12 +126,13 @@ def seam_rows(setup, params, prompts, num_frames: int, steps: int,
                                            reconstruction=weight)
     start = time.perf_counter()
     videos = generate.generate(setup, params, prompts, options)
-    seam, inside, ratio = seam_ratio(videos, boundaries)
+    wall = time.perf_counter() - start
+    seam, inside, ratio = seam_ratio(frame_differences(videos), boundaries)
     rows.append(dict(mode=mode + (' + freenoise' if freenoise else '') +
                      (f' + reconstruction guidance {weight:g}' if weight else ''),
                      overlap=options.overlap_frames(chunk),
                      seam_diff=seam, inside_diff=inside, ratio=ratio,
-                     wall_s=time.perf_counter() - start))
+                     warp_ratio=seam_ratio(warping_errors(videos), boundaries)[2], wall_s=wall))
   return rows
 
 
@@ -132,10 +144,10 @@ def markdown(speed: list[dict], seams: list[dict], num_frames: int, device: str,
   lines += [f'| {r["sampler"]} | {r["steps"]} | {r["model_calls"]} | {r["wall_s"]:.3f} | '
             f'{r["forward_ms"]:.2f} | {r["ratio"]:.3f} |' for r in speed]
   lines += ['', f'Seams of {num_frames}-frame videos (mean |frame difference|, uint8 levels):', '',
-            '| mode | overlap | at chunk boundaries | inside chunks | ratio | wall s |',
-            '|---|---|---|---|---|---|']
+            '| mode | overlap | at chunk boundaries | inside chunks | ratio | warping-error ratio '
+            '| wall s |', '|---|---|---|---|---|---|---|']
   lines += [f'| {r["mode"]} | {r["overlap"]} | {r["seam_diff"]:.2f} | {r["inside_diff"]:.2f} | '
-            f'{r["ratio"]:.2f} | {r["wall_s"]:.1f} |' for r in seams]
+            f'{r["ratio"]:.2f} | {r["warp_ratio"]:.2f} | {r["wall_s"]:.1f} |' for r in seams]
   if profile:
     lines += ['', f'Mean |frame difference| by pair position in {len(profile) + 1}-frame samples: '
               + ' '.join(f'{d:.2f}' for d in profile)]
