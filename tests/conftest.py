@@ -15,7 +15,9 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import quickstart  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL_VIDEOS = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'real_videos')
+# Two short real clips (imageio's standard test media; see SOURCE.md there), copied from
+# ../shared/data/real_videos so the tests run wherever the repository is cloned.
+REAL_VIDEOS = os.path.join(REPO, 'tests', 'data', 'real_videos')
 
 
 def pytest_configure(config):
