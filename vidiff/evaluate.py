@@ -5,10 +5,11 @@ r"""Scores generated videos: FVD, per-frame and temporal FID, warping error, flo
 
 The first form compares two folders of videos (gif, mp4, avi, mov, webm, mkv; one file per
 name, so the .gif and .mp4 that `vidiff.sample` writes count once, the lossless gif) or `.npz`
-files with a uint8 'videos' array [N, T, H, W, 3] (training writes samples.npz). Clips are cut to the shortest clip's length (or --num_frames) and resized to the
-first clip's size. The second samples one video per held-out clip caption from the latest
-checkpoint (EMA parameters) and scores it against those clips; the same numbers are logged
-during training every `metrics.every` steps. Prints the metrics and writes them as JSON.
+files with a uint8 'videos' array [N, T, H, W, 3] (training writes samples.npz). Clips are cut
+to the shortest clip's length (or --num_frames) and resized to the first clip's size. The
+second samples one video per held-out clip caption from the latest checkpoint (EMA parameters)
+and scores it against those clips; the same numbers are logged during training every
+`metrics.every` steps. Prints the metrics and writes them as JSON.
 """
 
 import json
@@ -33,13 +34,15 @@ def define_flags() -> None:
   flags.DEFINE_string('generated', None, 'Folder (or .npz) of generated videos.')
   flags.DEFINE_string('workdir', None, 'Training workdir: sample from it and score against the '
                       'held-out clips (instead of --real/--generated).')
-  flags.DEFINE_string('out', None, 'Output JSON (default: metrics.json, or WORKDIR/eval/metrics.json).')
+  flags.DEFINE_string('out', None,
+                      'Output JSON (default: metrics.json, or WORKDIR/eval/metrics.json).')
   flags.DEFINE_integer('num_frames', None, 'Frames per clip (default: the shortest clip).')
   flags.DEFINE_integer('num_videos', None, 'Videos to sample with --workdir (default: '
                        'config metrics.num_videos).')
   flags.DEFINE_integer('steps', None, 'Sampler steps with --workdir (default: config).')
   flags.DEFINE_float('guidance', None, 'Guidance scale with --workdir (default: config).')
-  flags.DEFINE_integer('resolution', i3d.RESOLUTION, 'Frame size for I3D (FVD/FIDs); 224 is standard.')
+  flags.DEFINE_integer('resolution', i3d.RESOLUTION,
+                       'Frame size for I3D (FVD/FIDs); 224 is standard.')
   flags.DEFINE_enum('flow', 'dis', ['dis', 'farneback'], 'OpenCV optical flow for warping error.')
 
 

@@ -35,7 +35,7 @@ flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring chunks/wind
                      '(default: chunk/4 for splice, chunk/2 for window).')
 flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long videos.')
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
-                   '(chunk overlaps, --init_image); 0 uses clean context frames (default: config).')
+                   '(chunk overlaps, --init_image); 0 (default): clean context frames.')
 flags.DEFINE_string('init_image', None, 'Image file that becomes the first frame (image-to-video).')
 flags.DEFINE_bool('grid', True, 'Also write OUTPUT_grid.png with every frame.')
 

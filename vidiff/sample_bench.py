@@ -105,8 +105,8 @@ def seam_ratio(per_pair: np.ndarray, boundaries: list[int]) -> tuple[float, floa
 def position_profile(setup, params, prompts, steps: int) -> list[float]:
   """Mean |frame difference| [chunk - 1] by pair position in one-chunk samples."""
   options = generate.options_from_config(setup.config, steps=steps)
-  videos = generate.generate(setup, params, prompts, options).astype(np.float32)
-  return np.abs(np.diff(videos, axis=1)).mean(axis=(0, 2, 3, 4)).round(2).tolist()
+  videos = generate.generate(setup, params, prompts, options)
+  return frame_differences(videos).round(2).tolist()
 
 
 def seam_rows(setup, params, prompts, num_frames: int, steps: int,

@@ -24,12 +24,16 @@ def write_video(path, video: np.ndarray, fps: int = 8) -> None:
   check(suffix in ('.mp4', '.gif'), f'cannot write {path}: use a .mp4 or .gif file name.')
   check(video.dtype == np.uint8 and video.ndim == 4, f'expected uint8 [T,H,W,3], got {video.dtype} {video.shape}.')
   if suffix == '.mp4':
-    # imageio-ffmpeg starts ffmpeg with fork+exec, which JAX warns about; exec follows at once.
-    warnings.filterwarnings('ignore', message='os.fork', category=RuntimeWarning)
+    _allow_ffmpeg_fork()
     data = iio.imwrite('<bytes>', video, extension='.mp4', fps=fps)
   else:
     data = iio.imwrite('<bytes>', video, extension='.gif', duration=1000 / fps, loop=0)
   write_bytes(path, data)
+
+
+def _allow_ffmpeg_fork() -> None:
+  """imageio-ffmpeg starts ffmpeg with fork+exec, which JAX warns about; exec follows at once."""
+  warnings.filterwarnings('ignore', message='os.fork', category=RuntimeWarning)
 
 
 def write_bytes(path, data: bytes) -> None:
@@ -88,7 +92,7 @@ def read_video(path) -> np.ndarray:
   corrupt file is a UserError naming it."""
   path = epath.Path(path)
   check(path.exists(), f'{path} does not exist.')
-  warnings.filterwarnings('ignore', message='os.fork', category=RuntimeWarning)
+  _allow_ffmpeg_fork()
   try:
     video = np.asarray(iio.imread(path.read_bytes(), extension=path.suffix or None, index=None))
   except Exception as e:  # pylint: disable=broad-except
