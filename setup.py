@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     'einops>=0.8,<0.9',
     'imageio~=2.38',
     'imageio-ffmpeg~=0.8.1',  # bundles an ffmpeg binary for mp4
+    'av>=14,<19',  # PyAV: training data decoding that seeks to the frames a clip needs
     'pillow>=10,<14',  # --init_image resizing
     'tensorboardX~=2.6.5',
     'tqdm>=4.66,<5',
