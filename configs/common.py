@@ -107,8 +107,24 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.data = ml_collections.ConfigDict(dict(
-      source='synthetic', seed=0, num_frames=8, frame_stride=2, resolution=32,
+      source='synthetic',  # or 'folder' (data.folder.path) or 'tfds' (data.tfds.name)
+      seed=0, num_frames=8, frame_stride=2, resolution=32,
+      # Frame sampling: a random stride in [frame_stride, max_frame_stride] per clip (0: fixed),
+      # or target_fps > 0: per video the stride nearest that rate. Each clip's effective fps is
+      # in the batch as 'fps'. Train clips start at a 'random' frame or the 'first'.
+      max_frame_stride=0, target_fps=0.0, clip_start='random',
+      # Pixels: resize so frames cover resolution x resolution, crop ('random' or 'center'; eval
+      # is centred), and with flip=True mirror half of the train clips ('left'<->'right' in
+      # their captions).
+      crop='random', flip=False,
+      # Multi-resolution buckets: ((frames, height, width), ...); each train batch takes one at
+      # random, so batches are shape-homogeneous (one compiled step per bucket). () = the one
+      # shape (num_frames, resolution, resolution).
+      buckets=(),
       num_threads=4, prefetch=64, workers=0,
+      device_prefetch=2,  # batches put on the mesh ahead of the step
+      folder=dict(path='', eval_path=''),  # eval_path '': evaluate on the train folder
+      tfds=dict(name='', data_dir='', split='train', eval_split=''),
       synthetic=dict(num_videos=100_000, eval_videos=32, length=32, max_objects=1,
                      motion='constant')))
   c.model = unet3d_config('quickstart')

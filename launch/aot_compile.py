@@ -188,7 +188,7 @@ def compiled_step(setup, mock: bool):
   UserError."""
   options = perf.COMPILE_ONLY_CPU_OPTIONS if mock else None
   try:
-    return train.compile_train_step(setup, options)
+    return train.compile_train_step(setup, compiler_options=options)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError has no stable home)
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise

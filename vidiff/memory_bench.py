@@ -80,7 +80,7 @@ def measure(base, frames, policies, time_shards, batch_size: int = 1,
     start = time.perf_counter()
     setup = train.make_setup(grid_config(base, t, p, k, batch_size, resolution), devices[:k])
     options = perf.COMPILE_ONLY_CPU_OPTIONS if devices[0].platform == 'cpu' else None
-    memory = perf.step_memory_mib(train.compile_train_step(setup, options))
+    memory = perf.step_memory_mib(train.compile_train_step(setup, compiler_options=options))
     rows.append({'frames': t, 'remat': p, 'time_shards': k,
                  'compile_s': round(time.perf_counter() - start, 1), **memory})
   return rows

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from vidiff import (checkpointing, evaluate, generate, metric_writer, models, optimizer, perf,
                     preemption, sharding, steps)
-from vidiff.data import pipeline
+from vidiff.data import pipeline, prefetch
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError, check
 from vidiff.metrics import i3d, video_metrics
@@ -52,10 +52,12 @@ class Setup:
       yield
 
 
-def batch_shape(config) -> dict[str, tuple[int, ...]]:
-  """Global shapes of the train batch arrays."""
+def batch_shape(config, clip: tuple[int, int, int] | None = None) -> dict[str, tuple[int, ...]]:
+  """Global shapes of the train batch arrays, for clips of (frames, height, width) = `clip`
+  (default: the config's data.num_frames x data.resolution x data.resolution)."""
   d = config.data
-  return {'video': (config.train.batch_size, d.num_frames, d.resolution, d.resolution, 3),
+  frames, height, width = clip or (d.num_frames, d.resolution, d.resolution)
+  return {'video': (config.train.batch_size, frames, height, width, 3),
           'tokens': (config.train.batch_size, config.model.text.max_len)}
 
 
@@ -75,6 +77,24 @@ def check_config(config) -> None:
         f'train.batch_size={config.train.batch_size} must be divisible by '
         f'train.grad_accum_steps={k} (the batch is split into that many microbatches).')
   models.check_video_shape(config.model, config.data.num_frames, config.data.resolution)
+  check_data_config(config)
+
+
+def check_data_config(config) -> None:
+  """Validates the clip-sampling fields of `data` (sources check their own paths)."""
+  d = config.data
+  check(d.clip_start in ('random', 'first'), f"data.clip_start={d.clip_start!r}: use 'random' or 'first'.")
+  check(d.crop in ('random', 'center'), f"data.crop={d.crop!r}: use 'random' or 'center'.")
+  check(d.max_frame_stride == 0 or d.max_frame_stride >= d.frame_stride,
+        f'data.max_frame_stride={d.max_frame_stride} must be 0 (a fixed stride) or >= '
+        f'data.frame_stride={d.frame_stride}.')
+  check(d.target_fps >= 0, f'data.target_fps={d.target_fps} must be >= 0 (0: off).')
+  check(d.device_prefetch >= 0, f'data.device_prefetch={d.device_prefetch} must be >= 0.')
+  for bucket in d.buckets:
+    check(len(bucket) == 3 and all(int(n) >= 1 for n in bucket),
+          f'data.buckets entry {bucket!r} must be (frames, height, width), each >= 1.')
+    models.check_video_shape(config.model, int(bucket[0]), int(bucket[1]), 'data.buckets frames')
+    models.check_video_shape(config.model, int(bucket[0]), int(bucket[2]), 'data.buckets frames')
 
 
 def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
@@ -85,8 +105,10 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
   model = models.get_model(config.model)
   tx, lr_fn = optimizer.make(config.train)
   batch_shardings = sharding.batch_shardings(mesh, rules)
-  sharding.check_batch_divisible(batch_shape(config), batch_shardings)
-  sharding.check_whole_clips_per_process(batch_shape(config)['video'], batch_shardings['video'])
+  for clip in pipeline.shapes(config.data):
+    sharding.check_batch_divisible(batch_shape(config, clip), batch_shardings)
+    sharding.check_whole_clips_per_process(batch_shape(config, clip)['video'],
+                                           batch_shardings['video'])
   micro = config.train.batch_size // config.train.grad_accum_steps
   check(micro % sharding.ways(batch_shardings['video']) == 0,
         f'a microbatch of train.batch_size / train.grad_accum_steps = {micro} clips cannot be '
@@ -187,12 +209,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   metric_writer.say(f'{config.model.name}: {count_params(state.params):,} params, mesh '
                     f'{dict(setup.mesh.shape)}, {"resuming" if start else "starting"} at step {start}')
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
-  step_fn, eval_step = compile_train_step(setup), steps.make_eval_step(setup)
-  meter = Meter(setup, step_fn, start)
-  evals = Evals(eval_step, eval_batches, video_metrics_fn(setup))
+  step_fns = {clip: compile_train_step(setup, clip) for clip in pipeline.shapes(config.data)}
+  meter = Meter(setup, next(iter(step_fns.values())), start)
+  evals = Evals(steps.make_eval_step(setup), eval_batches, video_metrics_fn(setup))
+  batches = prefetch.DevicePrefetch(train_iter, setup.batch_shardings, config.data.device_prefetch)
   try:
     with preemption.Watcher() as watcher:
-      state = train_loop(setup, state, step_fn, evals, train_iter, mngr, writer, meter, watcher)
+      state = train_loop(setup, state, step_fns, evals, batches, mngr, writer, meter, watcher)
   finally:
     mngr.wait_until_finished()
   if config.sample.num_prompts > 0:
@@ -204,12 +227,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   return state
 
 
-def compile_train_step(setup: Setup, compiler_options: dict | None = None):
-  """The train step compiled ahead of time for the config's shapes: it cannot recompile.
-  `compiler_options` (XLA flags) add to those that make remat effective on the platform."""
+def compile_train_step(setup: Setup, clip: tuple[int, int, int] | None = None,
+                       compiler_options: dict | None = None):
+  """The train step compiled ahead of time for clips of (frames, height, width) = `clip`
+  (default: the config's shape): it cannot recompile. `compiler_options` (XLA flags) add to
+  those that make remat effective on the platform."""
   batch = {k: jax.ShapeDtypeStruct(shape, jnp.uint8 if k == 'video' else jnp.int32,
                                    sharding=setup.batch_shardings[k])
-           for k, shape in batch_shape(setup.config).items()}
+           for k, shape in batch_shape(setup.config, clip).items()}
   options = {**remat.compiler_options(setup.mesh.devices.flat[0].platform),
              **(compiler_options or {})}
   state = abstract_state(setup)  # outside the mesh context: compile-only devices hold nothing
@@ -227,16 +252,17 @@ class Evals:
   video_metrics: Callable | None = None
 
 
-def train_loop(setup, state, step_fn, evals: Evals, train_iter, mngr, writer, meter, watcher):
-  """Runs steps up to train.num_steps with logging, eval, checkpoints and preemption."""
+def train_loop(setup, state, step_fns: dict, evals: Evals, batches, mngr, writer, meter, watcher):
+  """Runs steps up to train.num_steps with logging, eval, checkpoints and preemption.
+  `step_fns`: compiled steps by clip (frames, height, width); `batches`: a DevicePrefetch."""
   cfg = setup.config.train
   bar = tqdm(total=cfg.num_steps, initial=meter.step, desc='train',
              disable=jax.process_index() != 0, mininterval=2., dynamic_ncols=True)
   for step in range(meter.step + 1, cfg.num_steps + 1):
-    batch = sharding.global_batch(next(train_iter), setup.batch_shardings)
+    batch = next(batches)
     with setup.context():
-      state, metrics = step_fn(state, batch)
-    meter.add(metrics)
+      state, metrics = step_fns[batch['video'].shape[1:4]](state, batch)
+    meter.add(metrics, batches.skipped)
     bar.update(1)
     if step % cfg.log_every == 0 or step == cfg.num_steps:
       scalars = meter.summary(step)
@@ -254,7 +280,7 @@ def train_loop(setup, state, step_fn, evals: Evals, train_iter, mngr, writer, me
           {k.split('/')[1]: v for k, v in scalars.items()}))
     preempted = watcher.reached(step)
     if preempted or step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
-      checkpointing.save(mngr, step, state, train_iter, setup.config)
+      checkpointing.save(mngr, step, state, batches, setup.config)
     if preempted:
       mngr.wait_until_finished()
       raise preemption.Preempted(f'preempted (SIGTERM): saved a checkpoint at step {step}; run '
@@ -272,12 +298,14 @@ class Meter:
     self.step, self.lr_fn, self.cfg = start, setup.lr_fn, setup.config.train
     self.flops = perf.step_flops(compiled_step, len(devices))
     self.peak, self.peak_source = perf.peak_flops(list(devices)) if self.flops else (None, '')
-    self.pending, self.nonfinite_run, self.scalars = [], 0, {}
+    self.pending, self.nonfinite_run, self.scalars, self.skipped_videos = [], 0, {}, 0
     self.last_time, self.last_step = time.perf_counter(), start
 
-  def add(self, metrics) -> None:
+  def add(self, metrics, skipped_videos: int = 0) -> None:
+    """One step's metrics; `skipped_videos`: unusable videos the data pipeline has skipped."""
     self.pending.append(metrics)
     self.step += 1
+    self.skipped_videos = skipped_videos
 
   def summary(self, step: int) -> dict[str, float]:
     """Train scalars since the last call (blocks on the device)."""
@@ -295,7 +323,8 @@ class Meter:
         'train/grad_norm': float(np.mean([m['grad_norm'] for m in finite])) if finite else 0.,
         'train/nonfinite_steps': float(len(metrics) - len(finite)),
         'train/lr': float(self.lr_fn(step - 1)), 'perf/seconds_per_step': seconds,
-        'perf/steps_per_sec': 1. / seconds, 'perf/clips_per_sec': self.cfg.batch_size / seconds}
+        'perf/steps_per_sec': 1. / seconds, 'perf/clips_per_sec': self.cfg.batch_size / seconds,
+        'data/skipped_videos': float(self.skipped_videos)}
     if self.flops:
       self.scalars['perf/tflops_per_sec'] = self.flops / seconds / 1e12
     if self.flops and self.peak:

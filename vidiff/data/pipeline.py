@@ -6,23 +6,40 @@ arrays on the mesh. The iterator state goes into every checkpoint, so a resumed 
 exactly the batches it would have seen.
 """
 
+import dataclasses
+
 import grain
 import jax
 import numpy as np
 
-from vidiff.data import synthetic
-from vidiff.data.transforms import ClipSampler, clip_indices, clip_span
+from vidiff.data import synthetic, video_folder
+from vidiff.data.transforms import ClipSampler, clip_span
 from vidiff.errors import check
+
+SOURCES = ('synthetic', 'folder', 'tfds')
 
 EVAL_SEED_OFFSET = 1_000_003
 
 
 def make_source(data_config, split: str):
   """The random-access video source of `data.source` for split 'train' or 'eval'."""
-  check(data_config.source == 'synthetic',
-        f"data.source={data_config.source!r}; available sources: 'synthetic'.")
+  kind = data_config.source
+  check(kind in SOURCES, f'data.source={kind!r}; available sources: {", ".join(SOURCES)}.')
+  if kind == 'folder':
+    cfg = data_config.folder
+    check(cfg.path, 'data.source=folder needs data.folder.path (a folder of videos).')
+    path = cfg.eval_path if split == 'eval' and cfg.eval_path else cfg.path
+    return video_folder.VideoFolder(path, min_frames=min_source_frames(data_config))
+  if kind == 'tfds':
+    cfg = data_config.tfds
+    check(cfg.name, 'data.source=tfds needs data.tfds.name (a dataset name, or the directory '
+                    'that python -m vidiff.data.build_tfds wrote).')
+    from vidiff.data import tfds_source  # tensorflow_datasets is slow to import
+    split_name = cfg.eval_split if split == 'eval' and cfg.eval_split else cfg.split
+    return tfds_source.TfdsVideos(cfg.name, split_name, cfg.data_dir or None)
   cfg = data_config.synthetic
-  length = max(cfg.length, clip_span(data_config.num_frames, data_config.frame_stride))
+  length = max(cfg.length, clip_span(max(t for t, _, _ in shapes(data_config)),
+                                     max(data_config.frame_stride, data_config.max_frame_stride)))
   spec = synthetic.SyntheticConfig(resolution=data_config.resolution, length=length,
                                    max_objects=cfg.max_objects, motion=cfg.motion)
   count = cfg.num_videos if split == 'train' else cfg.eval_videos
@@ -30,34 +47,80 @@ def make_source(data_config, split: str):
   return synthetic.SyntheticVideos(count, seed, spec)
 
 
-def clips(data_config, model_text_config, split: str) -> grain.MapDataset:
-  """An (infinite for 'train') MapDataset of clip examples for this process."""
+def shapes(data_config) -> list[tuple[int, int, int]]:
+  """The (frames, height, width) of train batches: `data.buckets`, else the one config shape."""
+  if data_config.buckets:
+    return [tuple(int(n) for n in b) for b in data_config.buckets]
+  return [(data_config.num_frames, data_config.resolution, data_config.resolution)]
+
+
+def min_source_frames(data_config) -> int:
+  """Videos shorter than this cannot give any clip (others may still be too short for some)."""
+  stride = 1 if data_config.target_fps > 0 else data_config.frame_stride
+  return clip_span(min(t for t, _, _ in shapes(data_config)), stride)
+
+
+def make_sampler(data_config, text_config, source, split: str, shape) -> ClipSampler:
+  """The clip sampler of `split` for batches of (frames, height, width) = `shape` (text_config
+  None: one that is only used for `usable_clip`, which does not tokenize)."""
+  d, train = data_config, split == 'train'
+  frames, height, width = shape
+  tokens, vocab = (text_config.max_len, text_config.vocab_size) if text_config else (1, 1)
+  return ClipSampler(source, frames, d.frame_stride, tokens, vocab,
+                     random_start=train and d.clip_start == 'random', size=(height, width),
+                     max_frame_stride=d.max_frame_stride if train else 0,
+                     target_fps=d.target_fps, random_crop=train and d.crop == 'random',
+                     flip=train and d.flip)
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """Grain map with index: (position in this process's stream, source index) -> example.
+
+  All clips of a batch (positions b*batch_size .. (b+1)*batch_size - 1) use the same sampler,
+  drawn per batch from `samplers` by (seed, b): the same on every process, so global batches are
+  shape-homogeneous buckets.
+  """
+  samplers: tuple
+  seed: int
+  batch_size: int
+  process: int
+
+  def __call__(self, position: int, index: int) -> dict:
+    batch = position // self.batch_size
+    bucket = np.random.default_rng([self.seed, batch]).integers(len(self.samplers))
+    rng = np.random.default_rng([self.seed, self.process, position])
+    return self.samplers[bucket](int(index), rng)
+
+
+def clips(data_config, model_text_config, split: str, batch_size: int = 1) -> grain.MapDataset:
+  """An (infinite for 'train') MapDataset of clip examples for this process; eval clips all have
+  the config's shape, train clips the bucket of their batch (of `batch_size` per process)."""
   source = make_source(data_config, split)
-  sampler = ClipSampler(source, data_config.num_frames, data_config.frame_stride,
-                        model_text_config.max_len, model_text_config.vocab_size,
-                        random_start=split == 'train')
+  buckets = shapes(data_config) if split == 'train' else shapes(data_config)[:1]
+  samplers = tuple(make_sampler(data_config, model_text_config, source, split, b) for b in buckets)
   ds = grain.MapDataset.range(len(source)).seed(data_config.seed)
   if split == 'train':
     ds = ds.shuffle().repeat()
-  ds = ds.random_map(sampler)
-  return ds[jax.process_index()::jax.process_count()]
+  ds = ds[jax.process_index()::jax.process_count()]
+  return ds.map_with_index(Examples(samplers, data_config.seed, batch_size, jax.process_index()))
 
 
 def held_out_clips(data_config, count: int) -> tuple[np.ndarray, list[str]]:
-  """The first `count` held-out clips (from their first frame, as in eval) and their captions:
-  (uint8 [count, T, H, W, 3], [count] str). The same on every process."""
+  """The first `count` held-out clips (from their first frame, centre crop, as in eval) and their
+  captions: (uint8 [count, T, H, W, 3], [count] str). The same on every process."""
   source = make_source(data_config, 'eval')
   check(0 < count <= len(source),
-        f'{count} held-out videos asked for, the eval split has {len(source)}; raise '
-        f'data.synthetic.eval_videos or lower metrics.num_videos.')
-  frames = clip_indices(data_config.num_frames, data_config.frame_stride, 0)
-  examples = [source.read(i, frames) for i in range(count)]
+        f'{count} held-out videos asked for, the eval split has {len(source)}; add eval videos '
+        f'(data.synthetic.eval_videos, data.folder.eval_path) or lower metrics.num_videos.')
+  sampler = make_sampler(data_config, None, source, 'eval', shapes(data_config)[0])
+  examples = [sampler.usable_clip(i, np.random.default_rng(i)) for i in range(count)]
   return np.stack([e['video'] for e in examples]), [e['caption'] for e in examples]
 
 
 def train_iterator(data_config, model_text_config, process_batch_size: int):
   """A checkpointable Grain iterator of numpy batches {'video': uint8 [b,T,H,W,3], 'tokens'}."""
-  ds = clips(data_config, model_text_config, 'train').to_iter_dataset(
+  ds = clips(data_config, model_text_config, 'train', process_batch_size).to_iter_dataset(
       grain.ReadOptions(num_threads=data_config.num_threads,
                         prefetch_buffer_size=data_config.prefetch))
   ds = ds.batch(process_batch_size, drop_remainder=True)
@@ -68,9 +131,10 @@ def train_iterator(data_config, model_text_config, process_batch_size: int):
 
 def eval_batches(data_config, model_text_config, process_batch_size: int) -> list[dict]:
   """The fixed held-out batches (same every eval) as numpy arrays."""
-  ds = clips(data_config, model_text_config, 'eval').batch(process_batch_size, drop_remainder=True)
-  check(len(ds) > 0, f'data.synthetic.eval_videos={data_config.synthetic.eval_videos} gives no full '
-                     f'eval batch of {process_batch_size} per process; raise it.')
+  ds = clips(data_config, model_text_config, 'eval', process_batch_size)
+  ds = ds.batch(process_batch_size, drop_remainder=True)
+  check(len(ds) > 0, f'the eval split has too few videos for one eval batch of {process_batch_size} '
+                     f'per process; add some (data.synthetic.eval_videos, data.folder.eval_path).')
   return [ds[i] for i in range(len(ds))]
 
 

@@ -29,6 +29,7 @@ Positions are (x, y) = (column, row) in pixel-index coordinates (pixel [r, c] si
 import dataclasses
 import itertools
 
+import cv2
 import numpy as np
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -48,6 +49,7 @@ DIRECTIONS: dict[str, tuple[float, float]] = {
     'down': (0.0, 1.0),
 }
 MOTIONS = ('constant', 'bounce')
+FPS = 8.  # nominal frame rate of the rendered videos
 MOTION_WORDS = {'constant': 'moving', 'bounce': 'bouncing'}
 MIN_OBJECT_PIXELS = 4  # smallest sprite side, so shapes stay recognisable
 DEPTH_RANGE = (0.2, 0.8)
@@ -264,10 +266,21 @@ class SyntheticVideos:
     """Returns the caption of video `index`."""
     return caption_of(self.scene(index))
 
-  def read(self, index: int, frame_indices) -> dict:
+  def fps(self, index: int) -> float:
+    """The nominal frame rate (the renderer has no clock; sample videos are written at 8)."""
+    self._check_index(index)
+    return FPS
+
+  def frame_size(self, index: int) -> tuple[int, int]:
+    """(height, width) of the rendered frames."""
+    self._check_index(index)
+    return self.config.resolution, self.config.resolution
+
+  def read(self, index: int, frame_indices, size: tuple[int, int] | None = None) -> dict:
     """Renders source frames `frame_indices` (int [N], N >= 1, each in [0, length)) of video
     `index`: {'video': uint8 [N,H,W,3], 'caption': str, 'flow': float32 [N-1,H,W,2],
-    'depth': float32 [N,H,W]} (see `render`).
+    'depth': float32 [N,H,W]} (see `render`). `size` = (H, W) other than the rendered one
+    resizes the video (area interpolation) and leaves out flow and depth.
     """
     frames = np.asarray(frame_indices)
     if frames.ndim != 1 or len(frames) == 0 or not np.issubdtype(frames.dtype, np.integer):
@@ -277,7 +290,11 @@ class SyntheticVideos:
       raise ValueError(f'frame_indices must lie in [0, {self.config.length}), '
                        f'got {frames.min()}..{frames.max()}.')
     scene = self.scene(index)
-    return {'caption': caption_of(scene), **render(scene, frames)}
+    out = {'caption': caption_of(scene), **render(scene, frames)}
+    if size is None or tuple(size) == self.frame_size(index):
+      return out
+    video = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in out['video']])
+    return {'caption': out['caption'], 'video': video}  # flow/depth are at the native size
 
   def _check_index(self, index: int) -> None:
     if not 0 <= index < self.num_videos:

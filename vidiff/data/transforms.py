@@ -1,11 +1,17 @@
-"""Per-example transforms: pick a frame-interleaved clip from a source video and tokenize its caption."""
+"""Per-example transforms: cut a frame-interleaved clip from a source video, resize and crop it,
+maybe flip it, and tokenize its caption."""
 
 import dataclasses
+import logging
+import re
 
 import numpy as np
 
+from vidiff.data import decode
 from vidiff.errors import UserError
 from vidiff.models import text
+
+MAX_SKIPS = 32  # consecutive unusable videos before a clip gives up (the dataset is broken)
 
 
 def clip_span(num_frames: int, frame_stride: int) -> int:
@@ -18,12 +24,36 @@ def clip_indices(num_frames: int, frame_stride: int, start: int) -> np.ndarray:
   return start + frame_stride * np.arange(num_frames)
 
 
+def cover_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+  """The smallest (H, W) with `size`'s aspect ratio that covers `target` (resize, then crop)."""
+  scale = max(target[0] / size[0], target[1] / size[1])
+  return max(target[0], round(size[0] * scale)), max(target[1], round(size[1] * scale))
+
+
+def mirrored_caption(caption: str) -> str:
+  """The caption of the horizontally flipped video: 'left' and 'right' swap."""
+  return re.sub(r'\b(left|right)\b', lambda m: 'right' if m.group(1) == 'left' else 'left',
+                caption)
+
+
+class TooShort(Exception):
+  """A video shorter than the clip it is asked for."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSampler:
-  """Grain random map: source index -> {'video': uint8 [T,H,W,3], 'tokens': int32 [L]}.
+  """Grain random map: source index -> {'video': uint8 [T,H,W,3], 'tokens': int32 [L],
+  'fps': float32 (the clip's effective frame rate), 'skipped': int32}.
 
-  Takes `num_frames` frames every `frame_stride`-th frame ("frame interleaving") starting at
-  a random frame (`random_start`) or at the first frame.
+  Frames: `num_frames` every `frame_stride`-th frame ("frame interleaving"); with
+  `max_frame_stride` > frame_stride a random stride in that range (capped by the video's length);
+  with `target_fps` > 0 the stride nearest to that rate for each video. The clip starts at a
+  random frame (`random_start`) or the first. Pixels: `size` = (H, W) resizes so the frames
+  cover it and crops (random or centre), None keeps the source's frames. `flip`: mirror half of
+  the clips, swapping 'left' and 'right' in their captions.
+
+  A video that cannot be decoded or is too short is replaced by the next one in the source (a
+  warning; 'skipped' counts them), so one bad file never stops a job.
   """
   source: object
   num_frames: int
@@ -31,15 +61,65 @@ class ClipSampler:
   max_prompt_tokens: int
   vocab_size: int
   random_start: bool = True
+  size: tuple[int, int] | None = None
+  max_frame_stride: int = 0
+  target_fps: float = 0.
+  random_crop: bool = False
+  flip: bool = False
 
   def __call__(self, index: int, rng: np.random.Generator) -> dict:
-    length = self.source.num_frames(index)
-    span = clip_span(self.num_frames, self.frame_stride)
+    example = self.usable_clip(index, rng)
+    tokens = text.tokenize([example.pop('caption')], self.max_prompt_tokens, self.vocab_size)[0]
+    return {**example, 'tokens': tokens}
+
+  def usable_clip(self, index: int, rng: np.random.Generator) -> dict:
+    """{'video', 'caption', 'fps', 'skipped'} of video `index`, or of the next usable one."""
+    errors = []
+    for skipped in range(min(MAX_SKIPS, len(self.source))):
+      candidate = (index + skipped) % len(self.source)
+      try:
+        return {**self.clip(candidate, rng), 'skipped': np.int32(skipped)}
+      except (decode.VideoError, TooShort) as e:
+        logging.warning('data: skipping video %d (%s)', candidate, e)
+        errors.append(str(e))
+    raise UserError(f'{len(errors)} videos in a row could not give a clip (last: {errors[-1]}); '
+                    f'check the dataset, or lower data.num_frames / data.frame_stride.')
+
+  def clip(self, index: int, rng: np.random.Generator) -> dict:
+    """{'video', 'caption', 'fps'} of video `index`; raises decode.VideoError or TooShort."""
+    length, fps = self.source.num_frames(index), self._fps(index)
+    stride = self.stride(length, fps, rng)
+    span = clip_span(self.num_frames, stride)
     if length < span:
-      raise UserError(f'video {index} has {length} frames but a clip of data.num_frames='
-                      f'{self.num_frames} at data.frame_stride={self.frame_stride} needs {span}; '
-                      f'lower one of them.')
+      raise TooShort(f'{length} frames, a clip of data.num_frames={self.num_frames} at stride '
+                     f'{stride} needs {span}')
     start = int(rng.integers(0, length - span + 1)) if self.random_start else 0
-    example = self.source.read(index, clip_indices(self.num_frames, self.frame_stride, start))
-    tokens = text.tokenize([example['caption']], self.max_prompt_tokens, self.vocab_size)[0]
-    return {'video': example['video'], 'tokens': tokens}
+    frames = clip_indices(self.num_frames, stride, start)
+    return {**self._framed(index, frames, rng), 'fps': np.float32(fps / stride)}
+
+  def stride(self, length: int, fps: float, rng: np.random.Generator) -> int:
+    """The frame stride for a video of `length` frames at `fps`."""
+    if self.target_fps > 0:
+      return max(1, round(fps / self.target_fps))
+    if self.max_frame_stride > self.frame_stride:
+      longest = max(self.frame_stride, (length - 1) // max(1, self.num_frames - 1))
+      return int(rng.integers(self.frame_stride, min(self.max_frame_stride, longest) + 1))
+    return self.frame_stride
+
+  def _fps(self, index: int) -> float:
+    return float(self.source.fps(index)) if hasattr(self.source, 'fps') else 0.
+
+  def _framed(self, index: int, frames: np.ndarray, rng: np.random.Generator) -> dict:
+    """Reads `frames` resized to cover `size`, crops to `size`, maybe flips."""
+    if self.size is None:
+      return self.source.read(index, frames)
+    native = tuple(self.source.frame_size(index))
+    resized = cover_size(native, self.size)
+    example = self.source.read(index, frames, size=None if resized == native else resized)
+    (h, w), video = self.size, example['video']
+    y, x = ((int(rng.integers(0, n - k + 1)) for n, k in zip(resized, self.size))
+            if self.random_crop else ((n - k) // 2 for n, k in zip(resized, self.size)))
+    video, caption = video[:, y:y + h, x:x + w], example['caption']
+    if self.flip and rng.random() < 0.5:
+      video, caption = video[:, :, ::-1], mirrored_caption(caption)
+    return {'video': np.ascontiguousarray(video), 'caption': caption}
