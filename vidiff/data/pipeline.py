@@ -102,6 +102,8 @@ def clips(data_config, model_text_config, split: str, batch_size: int = 1) -> gr
   ds = grain.MapDataset.range(len(source)).seed(data_config.seed)
   if split == 'train':
     ds = ds.shuffle().repeat()
+  else:  # an eval set smaller than one global batch is repeated to fill it
+    ds = ds.repeat(-(-batch_size * jax.process_count() // len(source)))
   ds = ds[jax.process_index()::jax.process_count()]
   return ds.map_with_index(Examples(samplers, data_config.seed, batch_size, jax.process_index()))
 
@@ -133,8 +135,6 @@ def eval_batches(data_config, model_text_config, process_batch_size: int) -> lis
   """The fixed held-out batches (same every eval) as numpy arrays."""
   ds = clips(data_config, model_text_config, 'eval', process_batch_size)
   ds = ds.batch(process_batch_size, drop_remainder=True)
-  check(len(ds) > 0, f'the eval split has too few videos for one eval batch of {process_batch_size} '
-                     f'per process; add some (data.synthetic.eval_videos, data.folder.eval_path).')
   return [ds[i] for i in range(len(ds))]
 
 
