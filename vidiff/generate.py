@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vidiff import metric_writer, models, video_io
 from vidiff import sharding as sharding_lib
-from vidiff.data import synthetic
+from vidiff.data import pipeline, synthetic
 from vidiff.diffusion import long_video, samplers
 from vidiff.errors import check
 from vidiff.metrics import adherence
@@ -182,18 +182,29 @@ def write_videos(out_dir, videos: np.ndarray, prompts, fps: int) -> list[epath.P
 
 
 def write_training_samples(setup, state, workdir, writer) -> dict[str, float]:
-  """Samples the config's prompts with the EMA params; writes DIR/samples/step_N and scores."""
+  """Samples the config's prompts with the EMA params; writes DIR/samples/step_N and scores
+  prompt adherence (synthetic data; other sources sample held-out captions, unscored)."""
   cfg = setup.config
   step = int(state.step)
-  prompts = synthetic.example_prompts(cfg.sample.num_prompts, seed=cfg.sample.seed,
-                                      max_objects=cfg.data.synthetic.max_objects)
+  prompts = training_prompts(cfg)
   videos = generate(setup, state.ema_params, prompts, options_from_config(cfg))
-  scores = {f'sample/{k}': v for k, v in adherence.score_batch(videos, prompts).items()}
+  scores = ({f'sample/{k}': v for k, v in adherence.score_batch(videos, prompts).items()}
+            if cfg.data.source == 'synthetic' else {})
   if jax.process_index() == 0:
     out_dir = epath.Path(workdir) / 'samples' / f'step_{step}'
     write_videos(out_dir, videos, prompts, cfg.sample.fps)
     writer.scalars(step, scores)
     writer.image(step, 'samples', video_io.grid(videos))
-    metric_writer.say(f'samples -> {out_dir}  prompt adherence: ' +
-               ', '.join(f'{k.split("/")[1]} {v:.2f}' for k, v in scores.items()))
+    metric_writer.say(f'samples -> {out_dir}' + ('  prompt adherence: ' if scores else '') +
+                      ', '.join(f'{k.split("/")[1]} {v:.2f}' for k, v in scores.items()))
   return scores
+
+
+def training_prompts(cfg) -> list[str]:
+  """`sample.num_prompts` prompts: from the synthetic grammar, or the first held-out captions."""
+  n = cfg.sample.num_prompts
+  if cfg.data.source == 'synthetic':
+    return synthetic.example_prompts(n, seed=cfg.sample.seed,
+                                     max_objects=cfg.data.synthetic.max_objects)
+  source = pipeline.make_source(cfg.data, 'eval')
+  return [source.read(i % len(source), [0])['caption'] for i in range(n)]
