@@ -200,3 +200,47 @@ def test_trains_on_tfds_built_from_a_folder_with_buckets(tiny_config, broken, tm
   assert [r['data/skipped_videos'] for r in rows if 'data/skipped_videos' in r] == [0.] * 4
   assert np.isfinite([r['eval/loss'] for r in rows if 'eval/loss' in r]).all()
   assert (tmp_path / 'work' / 'checkpoints' / '4').is_dir()
+
+
+class _CountingContainer:
+  """A PyAV container that counts the frames its decode() yields."""
+
+  def __init__(self, container, counter):
+    self._container, self._counter = container, counter
+
+  def __enter__(self):
+    self._container.__enter__()
+    return self
+
+  def __exit__(self, *exc):
+    return self._container.__exit__(*exc)
+
+  def __getattr__(self, name):
+    return getattr(self._container, name)
+
+  def decode(self, *args, **kwargs):
+    for frame in self._container.decode(*args, **kwargs):
+      self._counter.append(1)
+      yield frame
+
+
+def test_a_clip_decodes_about_one_gop_not_the_file(tmp_path, monkeypatch):
+  import av
+  path, rng = str(tmp_path / 'long.mp4'), np.random.default_rng(0)
+  frames = rng.integers(0, 255, (240, 32, 32, 3), dtype=np.uint8)
+  with av.open(path, 'w') as out:
+    stream = out.add_stream('libx264', rate=24)
+    stream.width, stream.height, stream.pix_fmt, stream.gop_size = 32, 32, 'yuv420p', 12
+    for f in frames:
+      out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format='rgb24')))
+    out.mux(stream.encode())
+  info = decode.probe(path)
+  assert info.num_frames == 240
+  counter, real_open = [], av.open
+  monkeypatch.setattr(decode.av, 'open', lambda f: _CountingContainer(real_open(f), counter))
+  clip = decode.read_frames(path, info, [200, 204, 208])
+  assert len(counter) <= 12 + 9, len(counter)  # at most a GOP before frame 200, then its span
+  counter.clear()
+  monkeypatch.setattr(decode.av, 'open', real_open)
+  full = iio.imread(path, plugin='pyav')
+  np.testing.assert_array_equal(clip, full[[200, 204, 208]])
