@@ -1,6 +1,7 @@
 """TFDS array_record datasets of encoded videos: build_tfds writes them, TfdsVideos reads them
 frame-exactly like the folder they came from."""
 
+import io
 import json
 import os
 import pickle
@@ -167,3 +168,25 @@ def test_cli(videos, tmp_path):
   assert any('empty.mp4: empty file' in l for l in lines)
   assert 'Traceback' not in result.stderr
   assert len(TfdsVideos(str(out), 'eval')) == 1
+
+
+def test_reencoded_build_is_small_with_frequent_keyframes(videos, tmp_path):
+  import av
+  from vidiff.data import reencode
+  built = build_tfds.build(videos, tmp_path / 'small', short_side=64, keyframe_every=8)
+  source, folder = TfdsVideos(str(built.out)), VideoFolder(videos)
+  names = [os.path.basename(p) for p in folder.paths]
+  for i in range(len(source)):
+    j = names.index(source.file_name(i))
+    assert source.num_frames(i) == folder.num_frames(j)
+    assert source.frame_size(i) == reencode.target_size(folder.frame_size(j), 64)
+    assert min(source.frame_size(i)) == 64
+    assert source.fps(i) == pytest.approx(folder.fps(j), rel=1e-3)
+    with av.open(io.BytesIO(source.record(i)['video'])) as container:
+      stream = container.streams.video[0]
+      keys = [p.pts for p in container.demux(stream) if p.size and p.is_keyframe]
+    gaps = np.diff(np.searchsorted(np.sort(source.record(i)['pts']), sorted(keys)))
+    assert len(keys) >= 4 and gaps.max() <= 8, gaps
+    ours = source.read(i, [3, 30])['video'].astype(float)
+    theirs = folder.read(j, [3, 30], size=source.frame_size(i))['video']
+    assert np.abs(ours - theirs).mean() < 8  # CRF 18: close to the resized original

@@ -42,7 +42,7 @@ def write_bytes(path, data: bytes) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / f'.{path.name}.tmp{os.getpid()}'
   tmp.write_bytes(data)
-  tmp.rename(path)
+  tmp.replace(path)  # atomic, and overwrites (rename refuses an existing file)
 
 
 def grid(videos: np.ndarray) -> np.ndarray:

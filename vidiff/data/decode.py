@@ -71,10 +71,11 @@ def _decode(file, info: Probe, indices: np.ndarray, size, seek: bool = True) -> 
     file.seek(0)
   with av.open(file) as container:
     stream = container.streams.video[0]
-    stream.thread_type = 'AUTO'
+    stream.codec_context.thread_count = 1  # Grain reads clips in parallel; threads per clip cost
     if seeks:
       container.seek(min(keys), stream=stream, backward=True, any_frame=False)
-    for count, frame in enumerate(container.decode(stream)):
+    frames = _frames(container, stream, None if info.pts is None else set(slots))
+    for count, frame in enumerate(frames):
       key = count if info.pts is None else frame.pts
       for slot in slots.pop(key, ()):
         out[slot] = _rgb(frame, size)
@@ -85,6 +86,16 @@ def _decode(file, info: Probe, indices: np.ndarray, size, seek: bool = True) -> 
   if slots:
     raise VideoError(f'{len(slots)} of the frames asked for could not be decoded (truncated file?)')
   return np.stack(out)
+
+
+def _frames(container, stream, wanted: set | None):
+  """The decoded frames from the current position, in display order. With `wanted` (pts), a
+  frame no other frame refers to (most B-frames) is decoded only if it is wanted."""
+  codec = stream.codec_context
+  for packet in container.demux(stream):
+    if wanted is not None:
+      codec.skip_frame = 'DEFAULT' if packet.pts in wanted else 'NONREF'
+    yield from codec.decode(packet)
 
 
 def _rgb(frame, size) -> np.ndarray:

@@ -9,6 +9,7 @@ exactly the batches it would have seen.
 import dataclasses
 
 import grain
+from absl import flags
 import jax
 import numpy as np
 
@@ -127,6 +128,8 @@ def train_iterator(data_config, model_text_config, process_batch_size: int):
                         prefetch_buffer_size=data_config.prefetch))
   ds = ds.batch(process_batch_size, drop_remainder=True)
   if data_config.workers > 0:
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (outside vidiff.main too)
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_config.workers))
   return iter(ds)
 
