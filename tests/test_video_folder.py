@@ -244,3 +244,25 @@ def test_a_clip_decodes_about_one_gop_not_the_file(tmp_path, monkeypatch):
   monkeypatch.setattr(decode.av, 'open', real_open)
   full = iio.imread(path, plugin='pyav')
   np.testing.assert_array_equal(clip, full[[200, 204, 208]])
+
+
+@pytest.mark.parametrize('field, value, fragment', [
+    ('clip_start', 'middle', "data.clip_start='middle'"),
+    ('crop', 'left', "data.crop='left'"),
+    ('max_frame_stride', 1, 'data.max_frame_stride=1'),
+    ('buckets', ((4, 15, 16),), 'data.buckets entry (4, 15, 16): data.resolution=15'),
+    ('source', 'webdataset', "data.source='webdataset'"),
+])
+def test_bad_data_fields_are_one_clear_error(tiny_config, field, value, fragment):
+  from vidiff import train
+  tiny_config.data.frame_stride = 2
+  tiny_config.data[field] = value
+  with pytest.raises(UserError, match=fragment.replace('(', r'\(').replace('[', r'\[')):
+    train.check_config(tiny_config)
+    pipeline.make_source(tiny_config.data, 'train')
+
+
+def test_folder_source_without_a_path_is_a_user_error(tiny_config):
+  tiny_config.data.source = 'folder'
+  with pytest.raises(UserError, match='data.folder.path'):
+    pipeline.make_source(tiny_config.data, 'train')

@@ -93,8 +93,11 @@ def check_data_config(config) -> None:
   for bucket in d.buckets:
     check(len(bucket) == 3 and all(int(n) >= 1 for n in bucket),
           f'data.buckets entry {bucket!r} must be (frames, height, width), each >= 1.')
-    models.check_video_shape(config.model, int(bucket[0]), int(bucket[1]), 'data.buckets frames')
-    models.check_video_shape(config.model, int(bucket[0]), int(bucket[2]), 'data.buckets frames')
+    try:
+      for side in (int(bucket[1]), int(bucket[2])):
+        models.check_video_shape(config.model, int(bucket[0]), side, 'data.num_frames')
+    except UserError as e:
+      raise UserError(f'data.buckets entry {tuple(bucket)}: {e}') from None
 
 
 def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
