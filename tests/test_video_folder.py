@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 
 import imageio.v3 as iio
@@ -257,7 +258,7 @@ def test_bad_data_fields_are_one_clear_error(tiny_config, field, value, fragment
   from vidiff import train
   tiny_config.data.frame_stride = 2
   tiny_config.data[field] = value
-  with pytest.raises(UserError, match=fragment.replace('(', r'\(').replace('[', r'\[')):
+  with pytest.raises(UserError, match=re.escape(fragment)):
     train.check_config(tiny_config)
     pipeline.make_source(tiny_config.data, 'train')
 
