@@ -201,7 +201,7 @@ def prepared_folder(folder: str, short_side: int, keyframe_every: int) -> str:
   `build_tfds --short_side --keyframe_every` stores), with the same captions.jsonl."""
   source = video_folder.VideoFolder(folder)
   tag = f'{epath.Path(folder).name}_{zlib.crc32(os.path.abspath(folder).encode()):08x}'
-  name = f'{tag}_s{short_side}_k{keyframe_every}'
+  name = f'{tag}_s{short_side}_k{keyframe_every}_v{reencode.VERSION}'
   target = epath.Path(tempfile.gettempdir()) / 'vidiff_data_bench' / 'prepared' / name
   if (target / video_folder.CAPTIONS).exists():
     return str(target)

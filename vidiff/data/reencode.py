@@ -9,6 +9,13 @@ import av
 
 from vidiff.data import decode
 
+# x264 settings for decoding speed: fixed keyframe intervals (no scene-cut keyframes), no CABAC
+# or deblocking ('fastdecode'), B-frames nothing refers to (so `decode` skips unwanted ones).
+# A 16-frame clip at stride 4 then decodes 2.3x faster than with x264's defaults, for 5% bigger
+# files (measured on the bench's 128x170 videos).
+OPTIONS = {'sc_threshold': '0', 'tune': 'fastdecode', 'b-pyramid': 'none'}
+VERSION = 2  # bump when OPTIONS change (caches of re-encoded videos key on it)
+
 
 def target_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
   """(H, W) with the shorter side `short_side` (never upscaled), both even (yuv420p)."""
@@ -17,7 +24,7 @@ def target_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
 
 
 def reencoded(file, short_side: int, keyframe_every: int = 16, crf: int = 18) -> bytes:
-  """The H.264 mp4 (yuv420p, constant quality `crf`) of video `file` (path or binary file
+  """The H.264 mp4 (yuv420p, constant quality `crf`, `OPTIONS`) of video `file` (path or binary file
   object) with frames resized to `target_size` and a keyframe every `keyframe_every` frames, at
   the source's average frame rate, every frame kept; raises decode.VideoError."""
   info = decode.probe(file)
@@ -31,7 +38,7 @@ def reencoded(file, short_side: int, keyframe_every: int = 16, crf: int = 18) ->
       stream = sink.add_stream('libx264', rate=rate)
       stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
       stream.gop_size = keyframe_every
-      stream.options = {'crf': str(crf), 'keyint_min': str(keyframe_every), 'sc_threshold': '0'}
+      stream.options = OPTIONS | {'crf': str(crf), 'keyint_min': str(keyframe_every)}
       for index, frame in enumerate(source.decode(source.streams.video[0])):
         small = frame.reformat(width=width, height=height, format='yuv420p', interpolation='AREA')
         small.pts, small.time_base = index, 1 / rate  # constant rate, every frame kept
