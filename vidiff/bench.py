@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from configs import bench as bench_configs
 from configs.bench import variants as bench_variants
-from vidiff import cli, generate, metric_writer, models, perf, sharding, steps, train
+from vidiff import cli, generate, metric_writer, model_info, models, perf, steps, train
 from vidiff.data import pipeline, prefetch, synthetic
 from vidiff.metrics import adherence, i3d
 from vidiff.models import remat, text
@@ -92,16 +92,6 @@ def is_out_of_memory(error: Exception) -> bool:
   return 'RESOURCE_EXHAUSTED' in str(error) or 'out of memory' in str(error).lower()
 
 
-def random_batch(setup, seed: int = 0) -> dict:
-  """A global batch of random uint8 clips and token ids in the setup's shardings. (As
-  `model_info.random_batch`; that module defines required flags on import.)"""
-  rng, shapes = np.random.default_rng(seed), train.batch_shape(setup.config)
-  local = {'video': rng.integers(0, 256, shapes['video'], dtype=np.uint8),
-           'tokens': rng.integers(1, setup.config.model.text.vocab_size, shapes['tokens'],
-                                  dtype=np.int32)}
-  return sharding.global_batch(local, setup.batch_shardings)
-
-
 def step_measurement(config, device, warmup: int, steps: int, peak: float | None,
                      compiler_options: dict | None = None):
   """Compiles and times the config's train step on `device` with a random batch.
@@ -114,7 +104,7 @@ def step_measurement(config, device, warmup: int, steps: int, peak: float | None
   start = time.perf_counter()
   compiled = train.compile_train_step(setup, compiler_options=compiler_options)
   compile_s = time.perf_counter() - start
-  state, batch = train.init_state(setup), random_batch(setup)
+  state, batch = train.init_state(setup), model_info.random_batch(setup)
   with setup.context():
     for _ in range(warmup):
       state, _ = compiled(state, batch)

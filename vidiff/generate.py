@@ -207,4 +207,4 @@ def training_prompts(cfg) -> list[str]:
     return synthetic.example_prompts(n, seed=cfg.sample.seed,
                                      max_objects=cfg.data.synthetic.max_objects)
   source = pipeline.make_source(cfg.data, 'eval')
-  return [source.read(i % len(source), [0])['caption'] for i in range(n)]
+  return [source.caption(i % len(source)) for i in range(n)]

@@ -24,10 +24,15 @@ from ml_collections import config_flags
 from vidiff import cli, models, perf, sharding, train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Training config file[:arg].', lock_config=True)
-flags.DEFINE_bool('flops', True, 'Also compile forward and backward to count FLOPs.')
-flags.DEFINE_integer('train_steps', 0, 'Also time this many train steps (after 2 warm-up steps).')
-flags.mark_flags_as_required(['config'])
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when it runs, so importing the module defines none)."""
+  config_flags.DEFINE_config_file('config', None, 'Training config file[:arg].', lock_config=True)
+  flags.DEFINE_bool('flops', True, 'Also compile forward and backward to count FLOPs.')
+  flags.DEFINE_integer('train_steps', 0, 'Also time this many train steps (after 2 warm-up '
+                       'steps).')
+  flags.mark_flags_as_required(['config'])
 
 
 def abstract_inputs(config, batch: int = 1):
@@ -112,4 +117,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

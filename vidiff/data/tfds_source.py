@@ -145,6 +145,9 @@ class TfdsVideos:
     record = self.record(index)
     return int(record['height']), int(record['width'])
 
+  def caption(self, index: int) -> str:
+    return self.record(index)['caption'].decode()
+
   def file_name(self, index: int) -> str:
     """The video's path relative to the folder it was converted from."""
     return self.record(index)['file'].decode()
@@ -154,4 +157,4 @@ class TfdsVideos:
     decode.VideoError if the stored file cannot be decoded."""
     record = self.record(index)
     frames = decode.read_frames(io.BytesIO(record['video']), probe_of(record), frame_indices, size)
-    return {'video': frames, 'caption': record['caption'].decode()}
+    return {'video': frames, 'caption': self.caption(index)}

@@ -16,10 +16,11 @@ import os
 import numpy as np
 from etils import epath
 
+from vidiff import video_io
 from vidiff.data import decode
 from vidiff.errors import UserError, check
 
-SUFFIXES = ('.mp4', '.webm', '.gif', '.avi', '.mov', '.mkv')
+SUFFIXES = video_io.VIDEO_SUFFIXES
 CAPTIONS = 'captions.jsonl'
 
 
@@ -103,6 +104,9 @@ class VideoFolder:
   def frame_size(self, index: int) -> tuple[int, int]:
     """(height, width) of the video's frames."""
     return self.probes[index].size
+
+  def caption(self, index: int) -> str:
+    return self.captions[index]
 
   def read(self, index: int, frame_indices, size: tuple[int, int] | None = None) -> dict:
     """{'video': uint8 [N, H, W, 3] (resized to `size` if given), 'caption': str}; raises
