@@ -18,7 +18,10 @@ def say(message: str) -> None:
 
 
 class MetricWriter:
-  """Writes `DIR/events.out.tfevents.*` (TensorBoard) and `DIR/metrics.jsonl`."""
+  """Writes `DIR/events.out.tfevents.*` (TensorBoard) and `DIR/metrics.jsonl`.
+
+  Object stores (gs://) cannot append: there the rows are kept and the file is rewritten.
+  """
 
   def __init__(self, logdir, enabled: bool = True):
     self.enabled = enabled
@@ -26,6 +29,9 @@ class MetricWriter:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(str(logdir), flush_secs=10)
       self._jsonl = epath.Path(logdir) / 'metrics.jsonl'
+      self._rows = None
+      if '://' in str(logdir):  # a resumed run keeps the rows written before it
+        self._rows = self._jsonl.read_text().splitlines() if self._jsonl.exists() else []
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
     if not self.enabled:
@@ -33,8 +39,13 @@ class MetricWriter:
     values = {k: float(v) for k, v in values.items()}
     for key, value in values.items():
       self._tb.add_scalar(key, value, step)
-    with self._jsonl.open('a') as f:
-      f.write(json.dumps({'step': int(step), **values}) + '\n')
+    row = json.dumps({'step': int(step), **values})
+    if self._rows is None:
+      with self._jsonl.open('a') as f:
+        f.write(row + '\n')
+    else:
+      self._rows.append(row)
+      self._jsonl.write_text('\n'.join(self._rows) + '\n')
 
   def image(self, step: int, name: str, image: np.ndarray) -> None:
     """image: uint8 [H, W, 3]."""
