@@ -30,7 +30,11 @@ INSTALL_REQUIRES = [
 
 GCS = ['gcsfs>=2024.6']  # gs:// workdirs and data (etils epath needs it without tensorflow)
 EXTRAS_REQUIRE = {
-    'dev': ['pytest>=8,<10', 'pytest-xdist>=3.6,<4'],
+    'dev': ['pytest>=8,<10', 'pytest-xdist>=3.6,<4',
+            # tests/test_gcs.py: gs:// workdirs and data against a local GCS emulator
+            *GCS, 'gcp-storage-emulator>=2026.7',
+            # tests/test_colabs.py: run the colabs/ notebooks from their jupytext sources
+            'jupytext>=1.16,<2', 'nbformat>=5.9,<6', 'nbclient>=0.10,<0.12', 'ipykernel>=6.29,<8'],
     'gcs': GCS,
     'gpu': ['jax[cuda12]~=0.10.2', *GCS],
     'tpu': ['jax[tpu]~=0.10.2', *GCS],

@@ -1,0 +1,159 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# <a href="https://colab.research.google.com/github/vidiff/vidiff/blob/main/colabs/long_video.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
+#
+# # Long videos from a model trained on 8-frame clips
+#
+# A model that saw only short clips can still make a long video: sample it chunk by chunk,
+# each chunk sharing a few frames with the one before (**latent splicing**, vidiff's default),
+# or denoise overlapping **sliding windows** of the whole video together at every step. Both
+# are what `python -m vidiff.sample --num_frames=64 [--long_mode=splice|window]` does; here we
+# call the library, then look for the seams: the change between consecutive frames where one
+# chunk hands over to the next, against the change inside chunks (`vidiff.sample_bench`
+# measures the same).
+#
+# The model: the quickstart checkpoint if the `quickstart` notebook ran in this runtime
+# (`vidiff_quickstart/`), else the quickstart U-Net is trained here first (about 7 minutes on a
+# CPU runtime). `VIDIFF_SMOKE=1` trains the tiny model for a few steps and makes 16 frames.
+
+# %%
+# In Colab: fetch vidiff and install it with the JAX build for this runtime (CPU, GPU or TPU).
+# Anywhere else this cell does nothing: install with `pip install -e ".[dev]"` from a checkout.
+import os
+import shutil
+import subprocess
+import sys
+
+if 'google.colab' in sys.modules:
+  if not os.path.exists('/content/vidiff'):
+    subprocess.run(['git', 'clone', '--depth=1', 'https://github.com/vidiff/vidiff',
+                    '/content/vidiff'], check=True)
+    tpu = (os.path.exists('/dev/accel0') or os.path.exists('/dev/vfio/0') or
+           'TPU_ACCELERATOR_TYPE' in os.environ or 'COLAB_TPU_ADDR' in os.environ)
+    extra = '[tpu]' if tpu else '[gpu]' if shutil.which('nvidia-smi') else ''
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-e', f'/content/vidiff{extra}'],
+                   check=True)
+  sys.path.insert(0, '/content/vidiff')  # an editable install is only on sys.path after a restart
+
+# %%
+# VIDIFF_SMOKE=1: the tiny model, a few steps, compiled fast, on CPU (CI runs this).
+from vidiff import notebook  # before jax: a smoke run sets XLA flags
+
+SMOKE = notebook.smoke()
+
+import pathlib
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from configs import quickstart
+from vidiff import generate, inference, sample_bench, train, video_io
+from vidiff.data import synthetic
+from vidiff.diffusion import long_video
+
+NUM_FRAMES = 16 if SMOKE else 64
+NUM_PROMPTS = 2 if SMOKE else 4
+STEPS = 4 if SMOKE else 50
+OUT = pathlib.Path('vidiff_long_video').resolve()
+print(f'smoke: {SMOKE}; devices: {jax.devices()}')
+
+
+# %% [markdown]
+# ## A trained model
+#
+# Splicing conditions each new chunk on the frames it shares with the previous one, given to
+# the model as clean frames. The quickstart config trains for that: a quarter of its clips
+# (`diffusion.context.prob`) come with their first 1-4 frames clean and left out of the loss.
+
+# %%
+if not SMOKE and (pathlib.Path('vidiff_quickstart') / 'checkpoints').exists():
+  WORKDIR = pathlib.Path('vidiff_quickstart').resolve()  # the quickstart notebook's model
+else:
+  WORKDIR = OUT / 'model'
+  config = quickstart.get_config('unet3d,tiny' if SMOKE else 'unet3d')
+  if SMOKE:
+    config.train.update(num_steps=8, log_every=2, eval_every=8, checkpoint_every=8)
+  ways = jax.device_count()  # the batch is split over all devices
+  config.train.batch_size = -(-config.train.batch_size // ways) * ways
+  config.sample.num_prompts = 0
+  config.metrics.every = 0
+  WORKDIR.parent.mkdir(parents=True, exist_ok=True)
+  train.train_and_evaluate(config, str(WORKDIR))
+setup, state = inference.restore_setup(str(WORKDIR))
+CHUNK = setup.config.data.num_frames  # the training clip length: frames per forward pass
+print(f'model from {WORKDIR} at step {int(state.step)}: {setup.config.model.name}, '
+      f'{CHUNK} frames of {setup.config.data.resolution}x{setup.config.data.resolution}')
+
+# %% [markdown]
+# ## Sample long videos, two ways
+#
+# - `splice`: chunks of `CHUNK` frames; each shares `overlap` (default chunk/4) frames with the
+#   one before, kept exactly, and the last chunk ends at the last frame, so every chunk has the
+#   same shape and the sampler compiles once.
+# - `window`: every denoising step runs over windows of `CHUNK` frames with stride
+#   chunk - overlap (default overlap chunk/2) and averages what they predict for the frames they
+#   share; one pass over all frames, no chunk is ever final before the others.
+
+# %%
+prompts = synthetic.example_prompts(NUM_PROMPTS, seed=3)
+videos = {}
+for mode in generate.LONG_MODES:
+  options = generate.options_from_config(setup.config, num_frames=NUM_FRAMES, steps=STEPS,
+                                         long_mode=mode)
+  videos[mode] = generate.generate(setup, state.ema_params, prompts, options)
+  print(mode, videos[mode].shape, f'overlap {options.overlap_frames(CHUNK)}')
+
+# %%
+for mode, clips in videos.items():
+  print(mode)
+  notebook.show_videos(clips, prompts)
+
+# %% [markdown]
+# Every frame of the first spliced video, 16 to a row (each chunk's first new frame follows the
+# shared frames of the chunk before):
+
+# %%
+first = video_io.upscale(videos['splice'][0], 64)
+rows = -(-len(first) // 16)
+first = np.concatenate([first, np.zeros((rows * 16 - len(first), *first.shape[1:]), np.uint8)])
+notebook.show_image(video_io.grid(first.reshape(rows, 16, *first.shape[1:])))
+
+# %% [markdown]
+# ## Seams
+#
+# The mean absolute difference between consecutive frames (uint8 levels, over prompts and
+# pixels) at each frame pair. With splicing, the pairs where a new chunk's frames begin
+# (dashed lines) should change no more than the pairs inside chunks: the ratio is 1.0 for
+# invisible seams. The warping-error ratio compares `metrics.flow.warping_error` instead, which
+# does not count coherent motion as change. Sliding windows are measured at the same pairs.
+
+# %%
+overlap = generate.Options(num_frames=NUM_FRAMES).overlap_frames(CHUNK)
+starts = long_video.chunk_starts(NUM_FRAMES, CHUNK, overlap)
+boundaries = [s + CHUNK for s in starts[:-1]]  # first new frame of each next chunk
+fig, ax = plt.subplots(figsize=(9, 3.5))
+for mode, clips in videos.items():
+  diffs = sample_bench.frame_differences(clips)
+  seam, inside, ratio = sample_bench.seam_ratio(diffs, boundaries)
+  warp_ratio = sample_bench.seam_ratio(sample_bench.warping_errors(clips), boundaries)[2]
+  print(f'{mode:7s} at boundaries {seam:6.2f}  inside {inside:6.2f}  ratio {ratio:.2f}  '
+        f'warping-error ratio {warp_ratio:.2f}')
+  ax.plot(np.arange(1, NUM_FRAMES), diffs, marker='.', label=f'{mode} (ratio {ratio:.2f})')
+for b in boundaries:
+  ax.axvline(b, color='gray', linestyle='--', linewidth=0.8)
+ax.set(xlabel='frame t (pair t-1 -> t)', ylabel='mean |frame difference|',
+       title=f'{NUM_FRAMES} frames from {CHUNK}-frame chunks (splice overlap {overlap})')
+ax.legend()
+notebook.show_figure(fig)
