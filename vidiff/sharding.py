@@ -115,13 +115,14 @@ def tree_shardings(boxed_abstract_tree, mesh: Mesh, axis_rules):
   """Returns NamedShardings for a tree of (possibly logically boxed) ShapeDtypeStructs.
 
   The output tree has the structure of the unboxed tree; unannotated leaves are replicated.
+  Array-less leaves (optax's MaskedNode for frozen parameters) stay as they are.
   """
   logical = nn.get_partition_spec(boxed_abstract_tree)
   mesh_specs = nn.logical_to_mesh(logical, axis_rules)
   shapes = nn.meta.unbox(boxed_abstract_tree)
-  return jax.tree.map(
-      lambda spec, leaf: NamedSharding(mesh, spec_for_shape(spec, leaf.shape, mesh)),
-      mesh_specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  shard = lambda spec, leaf: (NamedSharding(mesh, spec_for_shape(spec, leaf.shape, mesh))
+                              if hasattr(leaf, 'shape') else leaf)
+  return jax.tree.map(shard, mesh_specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def logical_sharding(names: Sequence[str | None], mesh: Mesh, axis_rules) -> NamedSharding:

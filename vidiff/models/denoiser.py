@@ -17,6 +17,9 @@ class Denoiser(nn.Module):
   (a model fed pure noise can only draw motion if frame k knows it is frame k). Zero at
   initialisation, so a fresh video model still acts frame by frame.
   The prompt's token embeddings are the cross-attention context.
+
+  `control` (models/controlnet.py): None, or a function (x, cond, context, context_mask) ->
+  the backbone's `control_residuals`, called with this model's conditioning.
   """
   backbone: nn.Module
   text: TextEncoder
@@ -25,7 +28,7 @@ class Denoiser(nn.Module):
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, t, tokens, train: bool = False):
+  def __call__(self, x, t, tokens, train: bool = False, control=None):
     context, mask, pooled = self.text(tokens)
     t = jnp.broadcast_to(t[:, None], x.shape[:2]) if t.ndim == 1 else t
     emb = layers.sinusoidal_embedding(t * 1000., self.cond_dim)
@@ -38,4 +41,7 @@ class Denoiser(nn.Module):
       emb = emb + layers.dense(self.cond_dim, (None, 'mlp'), zero_init=True, dtype=self.dtype,
                                name='frame_embed')(frames)
     x = layers.constrain(x.astype(self.dtype), layers.VIDEO)
-    return self.backbone(x, emb, context, mask, train=train)
+    if control is None:
+      return self.backbone(x, emb, context, mask, train=train)
+    return self.backbone(x, emb, context, mask, train=train,
+                         control_residuals=control(x, emb, context, mask))

@@ -131,18 +131,20 @@ class STTransformer(nn.Module):
     return pt, ph
 
   @nn.compact
-  def __call__(self, x, cond, context, context_mask, train: bool = False):
+  def __call__(self, x, cond, context, context_mask, train: bool = False,
+               control_residuals: Sequence | None = None):
+    """`control_residuals` (a ControlNet's, see models/controlnet.py): arrays [B,T',H',W',width]
+    added to the outputs of the first len(control_residuals) blocks. None is the plain model."""
     del train  # no dropout
     self.setup_check()
-    tokens = layers.space_to_depth(x, self.patch_size)
-    h = layers.dense(self.width, (None, 'embed'), dtype=self.dtype, name='patch_embed')(tokens)
-    h = layers.constrain(h + sincos_2d(*h.shape[2:4], self.width).astype(h.dtype), layers.VIDEO)
-    cond = layers.per_frame(cond, h.shape[1])
-    block = remat(STBlock, self.remat_policy)
-    mixers = MIXERS[self.attention]
+    residuals = () if control_residuals is None else tuple(control_residuals)
+    check(len(residuals) <= self.depth,
+          f'{len(residuals)} control residuals for an ST-Transformer of depth {self.depth}.')
+    h, cond = embed(self, x, cond)
     for i in range(self.depth):
-      h = block(self.num_heads, mixers[i % len(mixers)], self.mlp_ratio, self.temporal_window,
-                self.temporal_causal, self.dtype, name=f'block_{i}')(h, cond, context, context_mask)
+      h = block(self, i)(h, cond, context, context_mask)
+      if i < len(residuals):
+        h = h + residuals[i]
     shift, scale = jnp.split(layers.dense(2 * self.width, ('embed', 'mlp'), zero_init=True,
                                           dtype=self.dtype, name='final_ada_ln')(nn.silu(cond))
                              [:, :, None, None, :], 2, axis=-1)
@@ -151,3 +153,21 @@ class STTransformer(nn.Module):
     out = layers.dense(self.out_channels * math.prod(self.patch_size), ('embed', None),
                        zero_init=True, dtype=self.dtype, name='unpatchify')(h)
     return layers.depth_to_space(out, self.patch_size).astype(jnp.float32)
+
+
+def embed(net: STTransformer, x, cond):
+  """Tubelet embedding + 2D positions, in the calling module's scope (the model, or a
+  ControlNet's trainable copy): x [B,T,H,W,C], cond [B,T,Dc] -> (tokens [B,T',H',W',width],
+  cond pooled per token frame [B,T',Dc])."""
+  tokens = layers.space_to_depth(x, net.patch_size)
+  h = layers.dense(net.width, (None, 'embed'), dtype=net.dtype, name='patch_embed')(tokens)
+  h = layers.constrain(h + sincos_2d(*h.shape[2:4], net.width).astype(h.dtype), layers.VIDEO)
+  return h, layers.per_frame(cond, h.shape[1])
+
+
+def block(net: STTransformer, i: int) -> nn.Module:
+  """Block `i` of `net`, named 'block_{i}' in the calling module's scope."""
+  mixers = MIXERS[net.attention]
+  return remat(STBlock, net.remat_policy)(net.num_heads, mixers[i % len(mixers)], net.mlp_ratio,
+                                          net.temporal_window, net.temporal_causal, net.dtype,
+                                          name=f'block_{i}')

@@ -168,50 +168,82 @@ class UNet3D(nn.Module):
     return pt * 2 ** sum(bool(d) for d in self.temporal_downsample[:levels]), ph * 2 ** levels
 
   @nn.compact
-  def __call__(self, x, cond, context, context_mask, train: bool = False):
+  def __call__(self, x, cond, context, context_mask, train: bool = False,
+               control_residuals: Sequence | None = None):
+    """`control_residuals` (a ControlNet's, see models/controlnet.py): one array per skip
+    connection, in `encode`'s order, then one for the mid block's output, each added to it
+    before the up path. None is the plain U-Net."""
     self.setup_check()
-    res_block = remat(ResBlock, self.remat_policy, static_argnums=(3,))
-    attn_block = remat(AttentionBlock, self.remat_policy)
-    block = lambda ch, name: res_block(ch, self.conv, self.groups, self.dropout, self.temporal,
-                                       self.dtype, name=name)
-    temporal_attn = lambda lvl: self.temporal and self.temporal_attention_levels[lvl]
-    attn = lambda lvl, name: attn_block(self.head_dim, self.attention_levels[lvl], temporal_attn(lvl),
-                                        self.temporal_window, self.dtype, name=name)
-    has_attn = lambda lvl: self.attention_levels[lvl] or temporal_attn(lvl)
-    last = len(self.channels) - 1
+    h, skips = encode(self, x, cond, context, context_mask, train)
+    if control_residuals is not None:
+      check(len(control_residuals) == len(skips) + 1,
+            f'the U-Net takes {len(skips) + 1} control residuals, got {len(control_residuals)}.')
+      skips = [s + r for s, r in zip(skips, control_residuals)]
+      h = h + control_residuals[-1]
+    return decode(self, h, skips, cond, context, context_mask, train)
 
-    h = ConvBlock(self.channels[0], self.conv, self.temporal, self.dtype, name='conv_in')(
-        layers.space_to_depth(x, self.patch_size))
-    skips = [h]
-    for lvl, ch in enumerate(self.channels):
-      for i in range(self.num_res_blocks):
-        h = block(ch, f'down_{lvl}_res_{i}')(h, cond, train)
-        if has_attn(lvl):
-          h = attn(lvl, f'down_{lvl}_attn_{i}')(h, context, context_mask)
-        skips.append(h)
-      if lvl != last:
-        h = downsample(h, self.temporal_downsample[lvl], self.conv, self.temporal, self.dtype,
-                       f'down_{lvl}_sample')
-        skips.append(h)
 
-    h = block(self.channels[-1], 'mid_res_0')(h, cond, train)
-    h = attn(last, 'mid_attn')(h, context, context_mask)
-    h = block(self.channels[-1], 'mid_res_1')(h, cond, train)
+def _blocks(net: UNet3D):
+  """(res block, attention block, has-attention) builders for `net`'s levels."""
+  res_block = remat(ResBlock, net.remat_policy, static_argnums=(3,))
+  attn_block = remat(AttentionBlock, net.remat_policy)
+  block = lambda ch, name: res_block(ch, net.conv, net.groups, net.dropout, net.temporal,
+                                     net.dtype, name=name)
+  temporal_attn = lambda lvl: net.temporal and net.temporal_attention_levels[lvl]
+  attn = lambda lvl, name: attn_block(net.head_dim, net.attention_levels[lvl], temporal_attn(lvl),
+                                      net.temporal_window, net.dtype, name=name)
+  has_attn = lambda lvl: net.attention_levels[lvl] or temporal_attn(lvl)
+  return block, attn, has_attn
 
-    for lvl in reversed(range(len(self.channels))):
-      for i in range(self.num_res_blocks + 1):
-        h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = block(self.channels[lvl], f'up_{lvl}_res_{i}')(h, cond, train)
-        if has_attn(lvl):
-          h = attn(lvl, f'up_{lvl}_attn_{i}')(h, context, context_mask)
-      if lvl != 0:
-        h = upsample(h, self.temporal_downsample[lvl - 1], self.conv, self.temporal, self.dtype,
-                     f'up_{lvl}_sample')
 
-    h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm_out')(h))
-    out = ConvBlock(self.out_channels * math.prod(self.patch_size), self.conv, self.temporal,
-                    self.dtype, name='conv_out')(h)
-    return layers.depth_to_space(out, self.patch_size).astype(jnp.float32)
+def encode(net: UNet3D, x, cond, context, context_mask, train: bool = False, hint=None):
+  """conv_in + down path + mid block of `net`: x [B,T,H,W,C] -> (h, skips).
+
+  h: the mid block's output; skips: the conv_in output, then each down block's and each
+  downsample's output (what the up path concatenates, last first). The modules are created in
+  the calling module's scope (UNet3D, or a ControlNet's trainable copy, with the same names).
+  `hint` (a ControlNet's stem) maps the conv_in output to features added to it.
+  """
+  block, attn, has_attn = _blocks(net)
+  last = len(net.channels) - 1
+  h = ConvBlock(net.channels[0], net.conv, net.temporal, net.dtype, name='conv_in')(
+      layers.space_to_depth(x, net.patch_size))
+  if hint is not None:
+    h = h + hint(h)
+  skips = [h]
+  for lvl, ch in enumerate(net.channels):
+    for i in range(net.num_res_blocks):
+      h = block(ch, f'down_{lvl}_res_{i}')(h, cond, train)
+      if has_attn(lvl):
+        h = attn(lvl, f'down_{lvl}_attn_{i}')(h, context, context_mask)
+      skips.append(h)
+    if lvl != last:
+      h = downsample(h, net.temporal_downsample[lvl], net.conv, net.temporal, net.dtype,
+                     f'down_{lvl}_sample')
+      skips.append(h)
+  h = block(net.channels[-1], 'mid_res_0')(h, cond, train)
+  h = attn(last, 'mid_attn')(h, context, context_mask)
+  h = block(net.channels[-1], 'mid_res_1')(h, cond, train)
+  return h, skips
+
+
+def decode(net: UNet3D, h, skips, cond, context, context_mask, train: bool = False):
+  """The up path and output conv of `net` (in the calling module's scope): -> [B,T,H,W,out]."""
+  block, attn, has_attn = _blocks(net)
+  skips = list(skips)
+  for lvl in reversed(range(len(net.channels))):
+    for i in range(net.num_res_blocks + 1):
+      h = jnp.concatenate([h, skips.pop()], axis=-1)
+      h = block(net.channels[lvl], f'up_{lvl}_res_{i}')(h, cond, train)
+      if has_attn(lvl):
+        h = attn(lvl, f'up_{lvl}_attn_{i}')(h, context, context_mask)
+    if lvl != 0:
+      h = upsample(h, net.temporal_downsample[lvl - 1], net.conv, net.temporal, net.dtype,
+                   f'up_{lvl}_sample')
+  h = nn.silu(layers.GroupNorm(net.groups, net.dtype, name='norm_out')(h))
+  out = ConvBlock(net.out_channels * math.prod(net.patch_size), net.conv, net.temporal,
+                  net.dtype, name='conv_out')(h)
+  return layers.depth_to_space(out, net.patch_size).astype(jnp.float32)
 
 
 def inflate_from_image_params(image_params, video_params):
