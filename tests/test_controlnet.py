@@ -121,6 +121,23 @@ def test_only_the_control_branch_trains(setup):
   np.testing.assert_array_equal(setup.forward(params, hint, 0.0), base)
 
 
+def test_frozen_train_state_shards_on_a_mesh():
+  """The frozen base has no optimizer state (optax MaskedNode leaves): shardings skip them."""
+  from vidiff import sharding, train_state  # pylint: disable=g-import-not-at-top
+  names = (None, 'mlp')
+  boxed = {'base': {'w': nn.Partitioned(jnp.zeros((4, 8)), names)},
+           'control': {'w': nn.Partitioned(jnp.zeros((4, 8)), names)}}
+  tx, _ = optimizer.make(ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=1, num_steps=10, grad_clip=1.0, weight_decay=0.0)),
+      trainable=controlnet.trainable)
+  create = lambda: train_state.TrainState.create(boxed, tx, jax.random.PRNGKey(0))
+  mesh = jax.make_mesh((8,), ('tensor',), axis_types=(jax.sharding.AxisType.Auto,))
+  shardings = sharding.tree_shardings(jax.eval_shape(create), mesh, (('mlp', 'tensor'),))
+  state = jax.jit(lambda: nn.meta.unbox(create()), out_shardings=shardings)()
+  assert state.params['control']['w'].sharding.spec == jax.sharding.PartitionSpec(None, 'tensor')
+  assert isinstance(state.opt_state.inner_states['frozen'].inner_state, tuple)
+
+
 def test_init_control_from_another_config_is_a_clear_error(setup):
   wider = {'base': jax.tree.map(lambda v: jnp.zeros(v.shape[:-1] + (v.shape[-1] + 1,)),
                                 setup.params['base'])}
