@@ -106,6 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Every field a training config has, with defaults for a small run."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.task = 'diffusion'  # or 'vae': train the causal video VAE (configs/vae_quickstart.py)
   c.data = ml_collections.ConfigDict(dict(
       source='synthetic',  # or 'folder' (data.folder.path) or 'tfds' (data.tfds.name)
       seed=0, num_frames=8, frame_stride=2, resolution=32,

@@ -1,12 +1,13 @@
-"""The jitted train and eval steps: diffusion loss, gradient accumulation, non-finite skipping.
+"""The jitted train and eval steps: the task's loss, gradient accumulation, non-finite skipping.
 
     step_fn = make_train_step(setup)          # state, batch -> state, metrics
-    eval_fn = make_eval_step(setup)           # ema_params, batch, index -> loss
+    eval_fn = make_eval_step(setup)           # ema_params, batch, index -> loss (or metrics)
 
-`setup` is `train.Setup` (config, model, optimizer, schedule, shardings). All randomness of a
-step derives from `state.step_rng()` and is drawn for the whole global batch before it is split
-into `train.grad_accum_steps` microbatches, so k microbatches train on exactly the examples,
-timesteps and noise of one big batch.
+`setup` is `train.Setup` (config, task, model, optimizer, schedule, shardings); the loss and
+the randomness come from `setup.task` (`tasks`; diffusion's are `draw` and `loss_fn` below).
+All randomness of a step derives from `state.step_rng()` and is drawn for the whole global
+batch before it is split into `train.grad_accum_steps` microbatches, so k microbatches train on
+exactly the examples, timesteps and noise of one big batch.
 """
 
 import functools
@@ -57,8 +58,8 @@ def microbatches(tree, k: int):
 def loss_and_grads(params, setup, batch, rng):
   """(mean loss, mean gradients) over the batch, in `train.grad_accum_steps` microbatches."""
   k = setup.config.train.grad_accum_steps
-  noise = draw(rng, setup, batch, train=True)
-  grad_fn = jax.value_and_grad(lambda p, b, n: loss_fn(p, setup, b, n, True)[0])
+  noise = setup.task.draw(rng, setup, batch, train=True)
+  grad_fn = jax.value_and_grad(lambda p, b, n: setup.task.loss(p, setup, b, n, True)[0])
   if k == 1:
     return grad_fn(params, batch, noise)
   keys = jax.random.split(noise.pop('dropout'), k)
@@ -105,9 +106,10 @@ def make_train_step(setup):
 
 
 def make_eval_step(setup):
-  """Jitted eval loss of the EMA params on one batch with a fixed key (comparable over time)."""
+  """Jitted eval of the EMA params on one batch with a fixed key (comparable over time): the
+  loss, or the task's dict of metrics ({'loss', 'psnr', ...} for the VAE)."""
   def eval_step(params, batch, index):
     rng = jax.random.fold_in(jax.random.PRNGKey(setup.config.seed + 1), index)
-    return loss_fn(params, setup, batch, draw(rng, setup, batch, train=False), False)[0]
+    return setup.task.evaluate(params, setup, batch, setup.task.draw(rng, setup, batch, False))
   return jax.jit(eval_step, in_shardings=(setup.state_shardings.ema_params, setup.batch_shardings,
                                           None))

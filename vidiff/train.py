@@ -2,6 +2,10 @@
 
     train_and_evaluate(config, workdir)
 
+What is trained is `config.task` (`tasks`): the text-to-video denoiser ('diffusion') or the
+causal video VAE ('vae'); the task supplies the model, loss, eval metrics and end-of-run
+samples, everything else here is shared.
+
 The state is created with `jax.eval_shape` -> shardings -> a jitted init with
 `out_shardings`, so a model that does not fit on one device never materialises on one. The
 train step is one `jit` with explicit in/out shardings and the state donated.
@@ -22,8 +26,8 @@ import optax
 from etils import epath
 from tqdm import tqdm
 
-from vidiff import (checkpointing, evaluate, generate, metric_writer, models, optimizer, perf,
-                    preemption, sharding, steps)
+from vidiff import (checkpointing, evaluate, generate, metric_writer, optimizer, perf,
+                    preemption, sharding, steps, tasks)
 from vidiff.data import pipeline, prefetch
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError, check
@@ -38,6 +42,7 @@ class Setup:
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   rules: tuple
+  task: tasks.Task
   model: nn.Module
   tx: optax.GradientTransformation
   lr_fn: optax.Schedule
@@ -76,7 +81,10 @@ def check_config(config) -> None:
   check(config.train.batch_size % k == 0,
         f'train.batch_size={config.train.batch_size} must be divisible by '
         f'train.grad_accum_steps={k} (the batch is split into that many microbatches).')
-  models.check_video_shape(config.model, config.data.num_frames, config.data.resolution)
+  tasks.get(config).check_shape(config.model, config.data.num_frames, config.data.resolution)
+  check(config.get('task', 'diffusion') == 'diffusion' or not config.metrics.every,
+        f'metrics.every={config.metrics.every}: the video metrics sample from a diffusion '
+        f'model; set --config.metrics.every=0 for task={config.task!r}.')
   check_data_config(config)
 
 
@@ -95,7 +103,7 @@ def check_data_config(config) -> None:
           f'data.buckets entry {bucket!r} must be (frames, height, width), each >= 1.')
     try:
       for side in (int(bucket[1]), int(bucket[2])):
-        models.check_video_shape(config.model, int(bucket[0]), side, 'data.num_frames')
+        tasks.get(config).check_shape(config.model, int(bucket[0]), side, 'data.num_frames')
     except UserError as e:
       raise UserError(f'data.buckets entry {tuple(bucket)}: {e}') from None
 
@@ -105,7 +113,8 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
   check_config(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules(config.mesh)
-  model = models.get_model(config.model)
+  task = tasks.get(config)
+  model = task.model(config.model)
   tx, lr_fn = optimizer.make(config.train)
   batch_shardings = sharding.batch_shardings(mesh, rules)
   for clip in pipeline.shapes(config.data):
@@ -117,23 +126,16 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
         f'a microbatch of train.batch_size / train.grad_accum_steps = {micro} clips cannot be '
         f'split over the {sharding.ways(batch_shardings["video"])} batch shards of the mesh; '
         f'lower train.grad_accum_steps or raise train.batch_size.')
-  setup = Setup(config, mesh, rules, model, tx, lr_fn, schedules.from_config(config.diffusion),
-                None, batch_shardings)
+  setup = Setup(config, mesh, rules, task, model, tx, lr_fn,
+                schedules.from_config(config.diffusion), None, batch_shardings)
   boxed = jax.eval_shape(functools.partial(_boxed_state, setup), jax.random.PRNGKey(0))
   return dataclasses.replace(setup, state_shardings=sharding.tree_shardings(boxed, mesh, rules))
-
-
-def _dummy_inputs(config):
-  """One example of the training shapes: parameter shapes never depend on the batch size."""
-  shapes = batch_shape(config)
-  return (jnp.zeros((1, *shapes['video'][1:]), jnp.float32), jnp.zeros((1,), jnp.float32),
-          jnp.zeros((1, *shapes['tokens'][1:]), jnp.int32))
 
 
 def _boxed_state(setup: Setup, rng) -> TrainState:
   """The train state with logically-partitioned (boxed) params, for sharding inference."""
   param_rng, state_rng = jax.random.split(rng)
-  params = setup.model.init(param_rng, *_dummy_inputs(setup.config))['params']
+  params = setup.model.init(param_rng, *setup.task.init_inputs(setup.config))['params']
   return TrainState.create(params, setup.tx, state_rng)
 
 
@@ -168,11 +170,21 @@ def prepare_workdir(workdir: str) -> epath.Path:
 
 
 def eval_loss(setup: Setup, eval_step, state: TrainState, eval_batches) -> dict[str, float]:
-  """Mean eval loss over the fixed held-out batches."""
+  """Mean eval loss (and the task's other eval metrics: 'eval/psnr', ...) over the fixed
+  held-out batches."""
   with setup.context():
-    losses = [eval_step(state.ema_params, sharding.global_batch(b, setup.batch_shardings), i)
-              for i, b in enumerate(eval_batches)]
-  return {'eval/loss': float(np.mean(jax.device_get(losses)))}
+    results = [eval_step(state.ema_params, sharding.global_batch(b, setup.batch_shardings), i)
+               for i, b in enumerate(eval_batches)]
+  results = [r if isinstance(r, dict) else {'loss': r} for r in jax.device_get(results)]
+  return {f'eval/{k}': float(np.mean([r[k] for r in results])) for k in results[0]}
+
+
+def eval_summary(scalars: dict[str, float]) -> str:
+  """'eval loss 0.1234' (+ ', psnr 27.10, ssim 0.851' when the task reports them)."""
+  extra = ''.join(f', {k} {scalars[f"eval/{k}"]:.{d}f}' for k, d in (('psnr', 2), ('ssim', 3))
+                  if f'eval/{k}' in scalars)
+  return f'eval loss {scalars["eval/loss"]:.4f}{extra}'
+
 
 
 def video_metrics_fn(setup: Setup):
@@ -221,8 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state = train_loop(setup, state, step_fns, evals, batches, mngr, writer, meter, watcher)
   finally:
     mngr.wait_until_finished()
-  if config.sample.num_prompts > 0:
-    generate.write_training_samples(setup, state, workdir, writer)
+  setup.task.write_samples(setup, state, workdir, writer)
   writer.close()
   if is_main:
     metric_writer.plot_curves(workdir)
@@ -274,7 +285,7 @@ def train_loop(setup, state, step_fns: dict, evals: Evals, batches, mngr, writer
     if step % cfg.eval_every == 0 or step == cfg.num_steps:
       scalars = eval_loss(setup, evals.eval_step, state, evals.batches)
       writer.scalars(step, scalars)
-      metric_writer.say(f'step {step}: eval loss {scalars["eval/loss"]:.4f} | {meter.speed()}')
+      metric_writer.say(f'step {step}: {eval_summary(scalars)} | {meter.speed()}')
     every = setup.config.metrics.every
     if evals.video_metrics and (step % every == 0 or step == cfg.num_steps):
       scalars = evals.video_metrics(state)

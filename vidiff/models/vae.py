@@ -280,10 +280,11 @@ def image_vae(model: CausalVAE, match_params: bool = False) -> CausalVAE:
 def decode_chunked(model: CausalVAE, params, z: jax.Array, chunk: int) -> jax.Array:
   """Decodes z [B, 1 + k, h, w, C] `chunk` latent frames at a time -> the frames of `decode`.
 
-  The first call decodes latent frame 0 with the k % chunk frames after it; a `lax.scan` then
+  The first call decodes latent frame 0 with the k % chunk frames after it; a `fori_loop` then
   decodes the rest in chunks of `chunk`, passing every causal conv's last kt - 1 input frames
-  (the 'cache' collection, of fixed size) to the next chunk, so the result equals a full
-  decode and peak memory is that of decoding `chunk` latent frames. Jit-friendly (static
+  (the 'cache' collection, of fixed size) to the next chunk and writing each chunk's frames in
+  place into the output, so the result equals a full decode and memory is the output plus
+  that of decoding `chunk` latent frames (flat in the video length). Jit-friendly (static
   shapes); jit it with `model` and `chunk` static.
   """
   _check(chunk >= 1, f'decode chunk={chunk}; use at least 1 latent frame per chunk.')
@@ -293,16 +294,20 @@ def decode_chunked(model: CausalVAE, params, z: jax.Array, chunk: int) -> jax.Ar
                             mutable=['cache'])
   if n == 0:
     return head
-  chunks = z[:, 1 + rest:].reshape(b, n, chunk, *z.shape[2:]).swapaxes(0, 1)
+  frames_per_chunk = model.temporal_downsample * chunk
+  out = jnp.zeros((b, head.shape[1] + n * frames_per_chunk, *head.shape[2:]), head.dtype)
+  out = jax.lax.dynamic_update_slice_in_dim(out, head, 0, axis=1)
 
-  def step(state, z_chunk):
+  def step(i, carry):
+    state, out = carry
+    z_chunk = jax.lax.dynamic_slice_in_dim(z, 1 + rest + i * chunk, chunk, axis=1)
     frames, state = model.apply({'params': params, **state}, z_chunk, first=False,
                                 method=CausalVAE.decode, mutable=['cache'])
-    return state, frames
+    start = head.shape[1] + i * frames_per_chunk
+    return state, jax.lax.dynamic_update_slice_in_dim(out, frames, start, axis=1)
 
-  _, frames = jax.lax.scan(step, cache, chunks)  # [n, B, t*chunk, H, W, 3]
-  frames = frames.swapaxes(0, 1).reshape(b, -1, *frames.shape[3:])
-  return jnp.concatenate([head, frames], axis=1)
+  _, out = jax.lax.fori_loop(0, n, step, (cache, out))
+  return out
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
