@@ -22,6 +22,7 @@ import numbers
 import cv2
 import numpy as np
 
+from vidiff.data import synthetic
 from vidiff.data.synthetic import COLORS, FPS
 
 EYE_HEIGHT = 1.0
@@ -217,13 +218,7 @@ class CameraVideos:
     """{'video': uint8 [N,H,W,3], 'depth': float32 [N,H,W], 'caption': str} for source frames
     `frame_indices` (each in [0, length)). `size` (H, W) other than the rendered one resizes
     both (area for the video, nearest for depth, which must not blend a box into the sky)."""
-    frames = np.asarray(frame_indices)
-    if frames.ndim != 1 or len(frames) == 0 or not np.issubdtype(frames.dtype, np.integer):
-      raise ValueError(f'frame_indices must be a non-empty 1-D integer array, '
-                       f'got {frame_indices!r}.')
-    if frames.min() < 0 or frames.max() >= self.config.length:
-      raise ValueError(f'frame_indices must lie in [0, {self.config.length}), '
-                       f'got {frames.min()}..{frames.max()}.')
+    frames = synthetic.checked_frames(frame_indices, self.config.length)
     scene = self.scene(index)
     out = {'caption': caption_of(scene), **render(scene, frames)}
     if size is None or tuple(size) == self.frame_size(index):

@@ -232,6 +232,16 @@ def _label_map(scene: Scene, frames: np.ndarray) -> np.ndarray:
   return label
 
 
+def checked_frames(frame_indices, length: int) -> np.ndarray:
+  """frame_indices as an int array [N], N >= 1, each in [0, length); else a ValueError."""
+  frames = np.asarray(frame_indices)
+  if frames.ndim != 1 or len(frames) == 0 or not np.issubdtype(frames.dtype, np.integer):
+    raise ValueError(f'frame_indices must be a non-empty 1-D integer array, got {frame_indices!r}.')
+  if frames.min() < 0 or frames.max() >= length:
+    raise ValueError(f'frame_indices must lie in [0, {length}), got {frames.min()}..{frames.max()}.')
+  return frames
+
+
 class SyntheticVideos:
   """Random-access source of `num_videos` procedurally generated videos (picklable;
   deterministic from seed). Video `index` is drawn from `np.random.default_rng([seed, index])`.
@@ -282,13 +292,7 @@ class SyntheticVideos:
     'depth': float32 [N,H,W]} (see `render`). `size` = (H, W) other than the rendered one
     resizes the video (area interpolation) and leaves out flow and depth.
     """
-    frames = np.asarray(frame_indices)
-    if frames.ndim != 1 or len(frames) == 0 or not np.issubdtype(frames.dtype, np.integer):
-      raise ValueError(f'frame_indices must be a non-empty 1-D integer array, '
-                       f'got {frame_indices!r}.')
-    if frames.min() < 0 or frames.max() >= self.config.length:
-      raise ValueError(f'frame_indices must lie in [0, {self.config.length}), '
-                       f'got {frames.min()}..{frames.max()}.')
+    frames = checked_frames(frame_indices, self.config.length)
     scene = self.scene(index)
     out = {'caption': caption_of(scene), **render(scene, frames)}
     if size is None or tuple(size) == self.frame_size(index):

@@ -18,7 +18,6 @@ trainable=controlnet.trainable)`.
 
 from collections.abc import Sequence
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -147,23 +146,15 @@ def init_control_from_base(base_params, control_params):
   ControlNet's. Boxed (nn.Partitioned) or plain leaves. Raises UserError on a shape mismatch
   (a base checkpoint of another model config).
   """
-  flat_base = flax.traverse_util.flatten_dict(flax.core.unfreeze(base_params['backbone']))
-  flat_control = flax.traverse_util.flatten_dict(flax.core.unfreeze(control_params))
-  return flax.traverse_util.unflatten_dict(
-      {path: copied(flat_base.get(path), value, path) for path, value in flat_control.items()})
+  return layers.transplant(base_params['backbone'], control_params, copied)
 
 
-def copied(base_value, control_value, path):
-  """The control parameter at `path` given the base backbone's (None: the branch's own)."""
-  if base_value is None:
-    return control_value
-  unbox = lambda v: v.value if isinstance(v, nn.Partitioned) else v
-  base, own = unbox(base_value), unbox(control_value)
+def copied(base, own, path):
+  """The control parameter at `path` from the base backbone's (unboxed arrays)."""
   check(base.shape == own.shape,
         f'cannot copy base parameter {"/".join(path)} of shape {base.shape} into the ControlNet '
         f'({own.shape}): build the ControlNet from the base checkpoint\'s model config.')
-  out = jnp.asarray(base, own.dtype)
-  return control_value.replace_boxed(out) if isinstance(control_value, nn.Partitioned) else out
+  return jnp.asarray(base, own.dtype)
 
 
 def trainable(path: Sequence[str]) -> bool:

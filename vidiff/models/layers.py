@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,23 @@ def constrain(x: jax.Array, names: Names) -> jax.Array:
 
 def partitioned(init: Callable, names: Names) -> Callable:
   return nn.with_logical_partitioning(init, names)
+
+
+def transplant(source, target, leaf_fn: Callable):
+  """The param tree `target` with each leaf that `source` also has (same dict path) replaced
+  by `leaf_fn(source_leaf, target_leaf, path)` on unboxed arrays; nn.Partitioned boxes of
+  `target` are kept, leaves `source` lacks are left as they are."""
+  flat_source = flax.traverse_util.flatten_dict(flax.core.unfreeze(source))
+  flat_target = flax.traverse_util.flatten_dict(flax.core.unfreeze(target))
+  unbox = lambda v: v.value if isinstance(v, nn.Partitioned) else v
+
+  def leaf(path, value):
+    if path not in flat_source:
+      return value
+    out = leaf_fn(unbox(flat_source[path]), unbox(value), path)
+    return value.replace_boxed(out) if isinstance(value, nn.Partitioned) else out
+
+  return flax.traverse_util.unflatten_dict({p: leaf(p, v) for p, v in flat_target.items()})
 
 
 def dense(features: int, names: tuple[str | None, str | None], *, zero_init: bool = False,

@@ -8,7 +8,6 @@ frame like an image U-Net and image weights can be inflated to video.
 import math
 from collections.abc import Sequence
 
-import flax
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -255,22 +254,13 @@ def inflate_from_image_params(image_params, video_params):
   initialisation (identity temporal convs, zero temporal attention output, zero frame
   embedding).
   """
-  flat_image = flax.traverse_util.flatten_dict(flax.core.unfreeze(image_params))
-  flat_video = flax.traverse_util.flatten_dict(flax.core.unfreeze(video_params))
-  return flax.traverse_util.unflatten_dict(
-      {path: inflated(flat_image.get(path), value, path) for path, value in flat_video.items()})
+  return layers.transplant(image_params, video_params, inflated)
 
 
-def inflated(image_value, video_value, path):
-  """The video parameter at `path` given the image model's (None when it has none)."""
-  if image_value is None:
-    return video_value
-  unbox = lambda v: v.value if isinstance(v, nn.Partitioned) else v
-  image, video = unbox(image_value), unbox(video_value)
+def inflated(image, video, path):
+  """The video parameter at `path` from the image model's (unboxed arrays)."""
   if image.shape == video.shape:
-    out = image
-  else:
-    check(image.ndim == 5 and image.shape[0] == 1 and image.shape[1:] == video.shape[1:],
-          f'cannot inflate {"/".join(path)}: image shape {image.shape}, video shape {video.shape}.')
-    out = jnp.zeros_like(video).at[video.shape[0] // 2].set(image[0])
-  return video_value.replace_boxed(out) if isinstance(video_value, nn.Partitioned) else out
+    return image
+  check(image.ndim == 5 and image.shape[0] == 1 and image.shape[1:] == video.shape[1:],
+        f'cannot inflate {"/".join(path)}: image shape {image.shape}, video shape {video.shape}.')
+  return jnp.zeros_like(video).at[video.shape[0] // 2].set(image[0])
