@@ -82,10 +82,7 @@ print(f'smoke: {SMOKE}; devices: {jax.devices()}; real videos: {REAL_DIR}')
 
 def square(video, size=SIZE):
   """uint8 [T, H, W, 3] -> [T, size, size, 3]: centre crop to a square, then resize."""
-  h, w = video.shape[1:3]
-  side = min(h, w)
-  top, left = (h - side) // 2, (w - side) // 2
-  return video_io.resize_video(video[:, top:top + side, left:left + side], size, size)
+  return video_io.resize_video(video_io.square_crop(video), size, size)
 
 
 # %% [markdown]

@@ -186,7 +186,6 @@ def eval_summary(scalars: dict[str, float]) -> str:
   return f'eval loss {scalars["eval/loss"]:.4f}{extra}'
 
 
-
 def video_metrics_fn(setup: Setup):
   """None if `metrics.every` is 0, else state -> {'eval/fvd', 'eval/warping_error', ...}: samples
   one video per held-out caption with the EMA params and scores them against those clips."""

@@ -58,11 +58,7 @@ def real_clips(folder, frames: int, resolution: int) -> dict[str, np.ndarray]:
   for path in evaluate.video_files(epath.Path(folder)):
     video = video_io.read_video(path)
     check(len(video) >= frames, f'{path} has {len(video)} frames; the VAE clips need {frames}.')
-    h, w = video.shape[1:3]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    video = video_io.resize_video(video[:, top:top + side, left:left + side], resolution,
-                                  resolution)
+    video = video_io.resize_video(video_io.square_crop(video), resolution, resolution)
     out[path.name] = np.stack([video[i:i + frames]
                                for i in range(0, len(video) - frames + 1, frames)])
   return out
@@ -146,7 +142,7 @@ def decode_memory(model: vae.CausalVAE, params, frames: list[int], resolution: i
 
 
 def memory_table(rows: list[dict], chunk: int) -> str:
-  lines = [f'| frames | latent frames | decode | peak MiB | temp MiB | output MiB |',
+  lines = ['| frames | latent frames | decode | peak MiB | temp MiB | output MiB |',
            '|---:|---:|---|---:|---:|---:|']
   for r in rows:
     name = f'chunked ({chunk} latent/call)' if r['decode'] == 'chunked' else 'full'

@@ -76,12 +76,17 @@ def read_image(path, size: int) -> np.ndarray:
     image = np.repeat(image[..., None], 3, axis=-1)
   check(image.ndim == 3 and image.shape[-1] in (3, 4) and min(image.shape[:2]) > 0,
         f'--init_image={path} has shape {image.shape}; pass an RGB image.')
-  h, w = image.shape[:2]
-  side = min(h, w)
-  top, left = (h - side) // 2, (w - side) // 2
-  square = Image.fromarray(np.asarray(image[top:top + side, left:left + side, :3], np.uint8))
+  square = Image.fromarray(np.asarray(square_crop(image)[..., :3], np.uint8))
   resized = np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), np.float32)
   return resized / 127.5 - 1.
+
+
+def square_crop(x: np.ndarray) -> np.ndarray:
+  """The centred square of an image [H, W, C] or video [T, H, W, C] (side min(H, W))."""
+  h, w = x.shape[-3:-1]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  return x[..., top:top + side, left:left + side, :]
 
 
 VIDEO_SUFFIXES = ('.gif', '.mp4', '.avi', '.mov', '.webm', '.mkv')  # by preference: gif is lossless

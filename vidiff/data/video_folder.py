@@ -13,7 +13,6 @@ import json
 import logging
 import os
 
-import numpy as np
 from etils import epath
 
 from vidiff import video_io
