@@ -108,7 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.task = 'diffusion'  # or 'vae': train the causal video VAE (configs/vae_quickstart.py)
   c.data = ml_collections.ConfigDict(dict(
-      source='synthetic',  # or 'folder' (data.folder.path) or 'tfds' (data.tfds.name)
+      # 'synthetic' (moving shapes), 'camera' (a camera flying past boxes, data.camera),
+      # 'folder' (data.folder.path) or 'tfds' (data.tfds.name)
+      source='synthetic',
       seed=0, num_frames=8, frame_stride=2, resolution=32,
       # Frame sampling: a random stride in [frame_stride, max_frame_stride] per clip (0: fixed),
       # or target_fps > 0: per video the stride nearest that rate. Each clip's effective fps is
@@ -127,7 +129,12 @@ def base_config() -> ml_collections.ConfigDict:
       folder=dict(path='', eval_path=''),  # eval_path '': evaluate on the train folder
       tfds=dict(name='', data_dir='', split='train', eval_split=''),
       synthetic=dict(num_videos=100_000, eval_videos=32, length=32, max_objects=1,
-                     motion='constant')))
+                     motion='constant'),
+      camera=dict(num_videos=100_000, eval_videos=32, length=32, min_boxes=2, max_boxes=3,
+                  travel=8.0),
+      # Batches also hold 'depth' [B, T, H, W] in [0, 1] (0 nearest): the ControlNet's control
+      # stream (synthetic and camera sources render it; folders read NAME.depth.npy).
+      depth=False))
   c.model = unet3d_config('quickstart')
   c.diffusion = ml_collections.ConfigDict(dict(
       schedule='cosine',  # or 'linear', 'rectified_flow' (with prediction='flow': flow matching)

@@ -30,7 +30,8 @@ class Options:
   or num_frames if smaller); overlap: frames shared by neighbouring chunks/windows (default
   chunk/4 for splice, chunk/2 for window); freenoise: FreeNoise noise rescheduling;
   reconstruction: weight of reconstruction guidance towards known frames (0: give them to the
-  model as clean context frames if it was trained with them, else replacement only)."""
+  model as clean context frames if it was trained with them, else replacement only);
+  control_scale: strength of a ControlNet's control stream (0: the base model)."""
   num_frames: int
   sampler: str = 'ddim'
   steps: int = 50
@@ -43,6 +44,7 @@ class Options:
   overlap: int | None = None
   freenoise: bool = False
   reconstruction: float = 0.0
+  control_scale: float = 1.0
 
   def chunk(self, train_frames: int) -> int:
     return self.chunk_frames or min(train_frames, self.num_frames)
@@ -61,10 +63,17 @@ def options_from_config(cfg, **overrides) -> Options:
   return Options(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def guided_denoise_fn(setup, params, tokens, guidance: float):
+def guided_denoise_fn(setup, params, tokens, guidance: float, hint=None,
+                      control_scale: float = 1.0):
   """The model with classifier-free guidance as a sampler's denoise_fn: (x_t [b, T, ...],
-  t [b] or [b, T]) -> (x0_hat, eps_hat); tokens: [b, L]."""
-  apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok)
+  t [b] or [b, T]) -> (x0_hat, eps_hat); tokens: [b, L]. hint [b, T, H, W, C]: a ControlNet's
+  control stream, given to both guidance branches (None: no control)."""
+  def apply(x, t, tok):
+    if hint is None:
+      return setup.model.apply({'params': params}, x, t, tok)
+    both = jnp.tile(hint, (x.shape[0] // hint.shape[0],) + (1,) * (hint.ndim - 1))
+    return setup.model.apply({'params': params}, x, t, tok, hint=both,
+                             control_scale=control_scale)
   null = jnp.asarray(text.null_tokens(*tokens.shape))
   return samplers.guided_denoise_fn(apply, tokens, null, guidance, setup.schedule,
                                     setup.config.diffusion.prediction)
@@ -72,7 +81,7 @@ def guided_denoise_fn(setup, params, tokens, guidance: float):
 
 def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
   """A jitted (params, tokens [b, L], noise [b, T, H, W, 3], key, known [b, T, H, W, 3],
-  mask [T]) -> videos float [b, T, H, W, 3] in [-1, 1].
+  mask [T], hint [b, T, H, W, C] or None) -> videos float [b, T, H, W, 3] in [-1, 1].
 
   Frames where mask is 1 are conditioned on `known` (exactly equal in the output): by
   reconstruction guidance if options.reconstruction > 0, else given to the model clean if it was
@@ -83,10 +92,11 @@ def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
   cfg = setup.config
   sample = samplers.get(options.sampler)
 
-  def run(params, tokens, noise, key, known, mask):
+  def run(params, tokens, noise, key, known, mask, hint=None):
     if window is not None:  # the model sees every window of every video as one batch
       tokens = jnp.tile(tokens, (long_video.window_count(noise.shape[1], *window), 1))
-    denoise = guided_denoise_fn(setup, params, tokens, options.guidance)
+    denoise = guided_denoise_fn(setup, params, tokens, options.guidance, hint,
+                                options.control_scale)
     if window is not None:
       denoise = long_video.windowed_denoise_fn(denoise, noise.shape[1], *window, options.steps)
     if options.reconstruction > 0:
@@ -107,9 +117,11 @@ def initial_noise(keys: np.ndarray, shape) -> np.ndarray:
 
 
 def generate(setup, params, prompts, options: Options, init_image: np.ndarray | None = None,
-             progress: bool = True) -> np.ndarray:
+             progress: bool = True, control: np.ndarray | None = None) -> np.ndarray:
   """Samples one video per prompt. init_image: float [H, W, 3] in [-1, 1], the first frame of
-  every video. Returns uint8 [N, num_frames, H, W, 3]."""
+  every video. control: float [N, num_frames, H, W, C], each video's control stream for a
+  ControlNet model (`controlnet.depth_hint`; long videos take each chunk's frames of it).
+  Returns uint8 [N, num_frames, H, W, 3]."""
   cfg = setup.config
   res, frames = cfg.data.resolution, options.num_frames
   check(options.steps >= 1, f'steps={options.steps}: a sampler needs at least 1 step.')
@@ -120,6 +132,7 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   long_video.check_chunks(frames, chunk, overlap)
   models.check_video_shape(cfg.model, chunk, res, frames_name='chunk_frames (per forward pass)')
   mode = 'single' if frames == chunk else options.long_mode
+  check_control(setup, control, (len(prompts), frames, res, res), mode)
   fn = sampler_fn(setup, options, window=(chunk, chunk - overlap) if mode == 'window' else None)
 
   tokens = text.tokenize(prompts, cfg.model.text.max_len, cfg.model.text.vocab_size)
@@ -146,10 +159,15 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
 
     def sample_part(part_noise, part_known, part_mask, index=0):
       key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(options.seed), start), index)
+      hint = None
+      if control is not None:
+        first = long_video.chunk_starts(frames, chunk, overlap)[index] if mode == 'splice' else 0
+        hint = jax.device_put(_pad(control[rows, first:first + part_noise.shape[1]], batch),
+                              by_batch)
       with setup.context():
         return np.asarray(jax.device_get(fn(
             params, tok, jax.device_put(part_noise, by_batch), key,
-            jax.device_put(part_known, by_batch), part_mask)))
+            jax.device_put(part_known, by_batch), part_mask, hint)))
 
     part_noise, part_known = _pad(noise[rows], batch), _pad(known[rows], batch)
     if mode == 'splice':
@@ -159,6 +177,20 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
       videos = sample_part(part_noise, part_known, mask)
     out.append(video_io.to_uint8(videos)[:len(prompts) - start])
   return np.concatenate(out)[:len(prompts)]
+
+
+def check_control(setup, control, shape: tuple[int, int, int, int], mode: str) -> None:
+  """A UserError unless `control` (or None) fits videos of `shape` (N, T, H, W) and the model."""
+  if control is None:
+    return
+  check(hasattr(setup.model, 'control'),
+        f'a control stream was given but {setup.config.model.name} has no ControlNet; sample '
+        f'from a workdir trained with configs/controlnet.py.')
+  check(control.ndim == 5 and control.shape[:4] == shape,
+        f'the control stream has shape {control.shape}; it needs one map per frame of each '
+        f'video: [N, T, H, W, C] with (N, T, H, W) = {shape}.')
+  check(mode != 'window', 'long_mode=window does not take a control stream; use '
+                          'long_mode=splice (the default) for long controlled videos.')
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:

@@ -8,14 +8,20 @@ beside them and writes the video (.mp4 or .gif by extension) and a PNG grid of i
 to it. Videos longer than the training clips are spliced from chunks of --chunk_frames frames
 sharing --overlap frames (--long_mode=splice), or fused from sliding windows (--long_mode=window);
 --freenoise reschedules the noise for long-range consistency. --init_image fixes the first frame.
+A ControlNet workdir (configs/controlnet.py) takes a depth stream: --control=depth.npy (maps
+[T, H, W]) or a video of grey depth maps, and --control_scale (0: the base model); --num_frames
+defaults to the stream's length.
 """
 
+import numpy as np
 from absl import flags
 from etils import epath
 
-from vidiff import cli, generate, inference, metric_writer, video_io
+from vidiff import cli, control_task, generate, inference, metric_writer, video_io
+from vidiff.data import depth
 from vidiff.diffusion import samplers
 from vidiff.errors import check
+from vidiff.models import controlnet
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.', required=True)
@@ -37,6 +43,9 @@ flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long vid
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
                    '(chunk overlaps, --init_image); 0 (default): clean context frames.')
 flags.DEFINE_string('init_image', None, 'Image file that becomes the first frame (image-to-video).')
+flags.DEFINE_string('control', None, 'ControlNet workdirs: depth maps, a .npy [T, H, W] or a '
+                    'video of grey maps (black nearest), one per frame.')
+flags.DEFINE_float('control_scale', None, 'Strength of the control (default 1; 0: the base model).')
 flags.DEFINE_bool('grid', True, 'Also write OUTPUT_grid.png with every frame.')
 
 
@@ -49,6 +58,20 @@ def output_paths(output, count: int) -> list[epath.Path]:
   return [output.parent / f'{output.stem}_{i}{output.suffix}' for i in range(count)]
 
 
+def control_stream(cfg, path, count: int, num_frames: int | None):
+  """The control of `count` videos from the depth stream at `path` (None: no control):
+  float32 [count, T, H, W, 1] (its first `num_frames` frames if given)."""
+  if path is None:
+    return None
+  control_task.check_restorable(cfg)
+  maps = depth.read_stream(path, cfg.data.resolution)
+  check(num_frames is None or len(maps) >= num_frames,
+        f'--control={path} has {len(maps)} depth maps, fewer than --num_frames={num_frames}; '
+        f'give one map per frame.')
+  hint = np.asarray(controlnet.depth_hint(maps[:num_frames]))
+  return np.repeat(hint[None], count, axis=0)
+
+
 def main(argv):
   del argv
   paths = output_paths(FLAGS.output or epath.Path(FLAGS.workdir) / 'samples' / 'sample.mp4',
@@ -57,13 +80,16 @@ def main(argv):
   cfg = setup.config
   init = (video_io.read_image(FLAGS.init_image, cfg.data.resolution) if FLAGS.init_image
           else None)
+  control = control_stream(cfg, FLAGS.control, len(FLAGS.prompt), FLAGS.num_frames)
   options = generate.options_from_config(
-      cfg, num_frames=FLAGS.num_frames, sampler=FLAGS.sampler, steps=FLAGS.steps,
+      cfg, num_frames=FLAGS.num_frames or (control.shape[1] if control is not None else None),
+      control_scale=FLAGS.control_scale, sampler=FLAGS.sampler, steps=FLAGS.steps,
       guidance=FLAGS.guidance, eta=FLAGS.eta, seed=FLAGS.seed,
       batch_size=min(len(FLAGS.prompt), 8), long_mode=FLAGS.long_mode,
       chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, freenoise=FLAGS.freenoise,
       reconstruction=FLAGS.reconstruction)
-  videos = generate.generate(setup, state.ema_params, FLAGS.prompt, options, init_image=init)
+  videos = generate.generate(setup, state.ema_params, FLAGS.prompt, options, init_image=init,
+                             control=control)
   for prompt, video, path in zip(FLAGS.prompt, videos, paths):
     video_io.write_video(path, video_io.upscale(video), FLAGS.fps or cfg.sample.fps)
     if FLAGS.grid:

@@ -130,10 +130,14 @@ def logical_sharding(names: Sequence[str | None], mesh: Mesh, axis_rules) -> Nam
   return NamedSharding(mesh, nn.logical_to_mesh_axes(names, axis_rules))
 
 
-def batch_shardings(mesh: Mesh, axis_rules) -> dict[str, NamedSharding]:
-  """Shardings of the train batch: `video` [B, T, H, W, C] and `tokens` [B, L]."""
-  return {'video': logical_sharding(VIDEO_AXES, mesh, axis_rules),
-          'tokens': logical_sharding(TOKENS_AXES, mesh, axis_rules)}
+def batch_shardings(mesh: Mesh, axis_rules, depth: bool = False) -> dict[str, NamedSharding]:
+  """Shardings of the train batch: `video` [B, T, H, W, C] and `tokens` [B, L] (and with
+  `depth`, `depth` [B, T, H, W], split like the video)."""
+  out = {'video': logical_sharding(VIDEO_AXES, mesh, axis_rules),
+         'tokens': logical_sharding(TOKENS_AXES, mesh, axis_rules)}
+  if depth:
+    out['depth'] = logical_sharding(VIDEO_AXES[:4], mesh, axis_rules)
+  return out
 
 
 def split_axes(sharding: NamedSharding, dim: int) -> tuple[str, ...]:

@@ -22,6 +22,14 @@ from vidiff.models import text
 from vidiff.train_state import TrainState, ema_decay, ema_update
 
 
+def example_inputs(config) -> tuple:
+  """One example of the training shapes (video, t, tokens), the denoiser's init arguments:
+  parameter shapes never depend on the batch size."""
+  d = config.data
+  return (jnp.zeros((1, d.num_frames, d.resolution, d.resolution, 3), jnp.float32),
+          jnp.zeros((1,), jnp.float32), jnp.zeros((1, config.model.text.max_len), jnp.int32))
+
+
 def draw(rng, setup, batch, train: bool) -> dict:
   """The randomness of one step for the whole batch: {'t' [B], 'eps' [B,T,H,W,C], 'context'
   int [B] (leading frames given clean), 'drop' bool [B] (prompts replaced by the empty prompt, for guidance), 'dropout' key}."""
@@ -34,14 +42,14 @@ def draw(rng, setup, batch, train: bool) -> dict:
           'dropout': dropout_rng}
 
 
-def loss_fn(params, setup, batch, noise: dict, train: bool):
-  """Diffusion loss of `params` on a batch with the randomness `noise` (see `draw`).
-  Returns (loss, per-example loss [B])."""
+def loss_fn(params, setup, batch, noise: dict, train: bool, **model_kwargs):
+  """Diffusion loss of `params` on a batch with the randomness `noise` (see `draw`);
+  `model_kwargs` go to the model (a ControlNet's hint). Returns (loss, per-example loss [B])."""
   tokens = batch['tokens']
   null = jnp.asarray(text.null_tokens(tokens.shape[0], tokens.shape[1]))
   tokens = jnp.where(noise['drop'][:, None], null, tokens)
   apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok, train=train,
-                                              rngs={'dropout': noise['dropout']})
+                                              rngs={'dropout': noise['dropout']}, **model_kwargs)
   return objectives.diffusion_loss(apply, pipeline.as_float(batch['video']), tokens, noise,
                                    setup.schedule, setup.config.diffusion.prediction,
                                    setup.config.diffusion.min_snr_gamma,

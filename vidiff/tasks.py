@@ -1,21 +1,23 @@
-"""What a run trains: `config.task` = 'diffusion' (the text-to-video denoiser) or 'vae' (the
-causal video VAE, `vae_task`). The train loop, mesh, shardings, checkpoints and logs are the
-same for both; a Task supplies only what differs:
+"""What a run trains: `config.task` = 'diffusion' (the text-to-video denoiser), 'vae' (the
+causal video VAE, `vae_task`) or 'controlnet' (a depth ControlNet on a trained denoiser,
+`control_task`). The train loop, mesh, shardings, checkpoints and logs are the same for all;
+a Task supplies only what differs:
 
-  model(model_config) -> nn.Module        check_shape(model_config, frames, side, frames_name)
+  model(config) -> nn.Module              check_shape(model_config, frames, side, frames_name)
   init_inputs(config) -> init args        draw(rng, setup, batch, train) -> the step's randomness
   loss(params, setup, batch, noise, train) -> (loss, aux)
   evaluate(params, setup, batch, noise) -> eval loss, or {'loss', 'psnr', ...}
   write_samples(setup, state, workdir, writer): what the end of training writes under samples/
+  trainable(path) -> bool: which parameters the optimizer updates (None: all)
+  init_params(setup, state) -> state: pretrained weights for a fresh state (None: none)
 """
 
 import dataclasses
 from collections.abc import Callable
 
-import jax.numpy as jnp
-
-from vidiff import generate, models, steps, vae_task
+from vidiff import control_task, generate, models, steps, vae_task
 from vidiff.errors import UserError
+from vidiff.models import controlnet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +29,8 @@ class Task:
   loss: Callable
   evaluate: Callable
   write_samples: Callable
-
-
-def diffusion_inputs(config) -> tuple:
-  """One example of the training shapes (video, t, tokens): parameter shapes never depend on
-  the batch size."""
-  d = config.data
-  return (jnp.zeros((1, d.num_frames, d.resolution, d.resolution, 3), jnp.float32),
-          jnp.zeros((1,), jnp.float32), jnp.zeros((1, config.model.text.max_len), jnp.int32))
+  trainable: Callable | None = None
+  init_params: Callable | None = None
 
 
 def write_diffusion_samples(setup, state, workdir, writer) -> None:
@@ -43,18 +39,25 @@ def write_diffusion_samples(setup, state, workdir, writer) -> None:
 
 
 DIFFUSION = Task(
-    model=models.get_model, check_shape=models.check_video_shape, init_inputs=diffusion_inputs,
-    draw=steps.draw, loss=steps.loss_fn,
+    model=lambda config: models.get_model(config.model), check_shape=models.check_video_shape,
+    init_inputs=steps.example_inputs, draw=steps.draw, loss=steps.loss_fn,
     evaluate=lambda params, setup, batch, noise: steps.loss_fn(params, setup, batch, noise,
                                                                False)[0],
     write_samples=write_diffusion_samples)
 
 VAE = Task(
-    model=vae_task.get_model, check_shape=vae_task.check_video_shape,
-    init_inputs=vae_task.init_inputs, draw=vae_task.draw, loss=vae_task.loss,
-    evaluate=vae_task.evaluate, write_samples=vae_task.write_reconstructions)
+    model=lambda config: vae_task.get_model(config.model),
+    check_shape=vae_task.check_video_shape, init_inputs=vae_task.init_inputs,
+    draw=vae_task.draw, loss=vae_task.loss, evaluate=vae_task.evaluate,
+    write_samples=vae_task.write_reconstructions)
 
-TASKS = {'diffusion': DIFFUSION, 'vae': VAE}
+CONTROLNET = Task(
+    model=control_task.get_model, check_shape=models.check_video_shape,
+    init_inputs=control_task.init_inputs, draw=steps.draw, loss=control_task.loss,
+    evaluate=control_task.evaluate, write_samples=control_task.write_samples,
+    trainable=controlnet.trainable, init_params=control_task.init_params)
+
+TASKS = {'diffusion': DIFFUSION, 'vae': VAE, 'controlnet': CONTROLNET}
 
 
 def get(config) -> Task:
@@ -62,5 +65,6 @@ def get(config) -> Task:
   name = config.get('task', 'diffusion')
   if name not in TASKS:
     raise UserError(f'task={name!r}; choose one of {sorted(TASKS)} (configs/quickstart.py '
-                    f'trains diffusion, configs/vae_quickstart.py the VAE).')
+                    f'trains diffusion, configs/vae_quickstart.py the VAE, configs/controlnet.py '
+                    f'a ControlNet).')
   return TASKS[name]

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -57,13 +56,20 @@ class Setup:
       yield
 
 
+BATCH_DTYPES = {'video': np.uint8, 'tokens': np.int32, 'depth': np.float32}
+
+
 def batch_shape(config, clip: tuple[int, int, int] | None = None) -> dict[str, tuple[int, ...]]:
   """Global shapes of the train batch arrays, for clips of (frames, height, width) = `clip`
-  (default: the config's data.num_frames x data.resolution x data.resolution)."""
+  (default: the config's data.num_frames x data.resolution x data.resolution); their dtypes
+  are BATCH_DTYPES. 'depth' is there with data.depth."""
   d = config.data
   frames, height, width = clip or (d.num_frames, d.resolution, d.resolution)
-  return {'video': (config.train.batch_size, frames, height, width, 3),
-          'tokens': (config.train.batch_size, config.model.text.max_len)}
+  shapes = {'video': (config.train.batch_size, frames, height, width, 3),
+            'tokens': (config.train.batch_size, config.model.text.max_len)}
+  if d.get('depth', False):
+    shapes['depth'] = shapes['video'][:4]
+  return shapes
 
 
 def check_config(config) -> None:
@@ -114,9 +120,9 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules(config.mesh)
   task = tasks.get(config)
-  model = task.model(config.model)
-  tx, lr_fn = optimizer.make(config.train)
-  batch_shardings = sharding.batch_shardings(mesh, rules)
+  model = task.model(config)
+  tx, lr_fn = optimizer.make(config.train, trainable=task.trainable)
+  batch_shardings = sharding.batch_shardings(mesh, rules, depth=config.data.get('depth', False))
   for clip in pipeline.shapes(config.data):
     sharding.check_batch_divisible(batch_shape(config, clip), batch_shardings)
     sharding.check_whole_clips_per_process(batch_shape(config, clip)['video'],
@@ -140,12 +146,14 @@ def _boxed_state(setup: Setup, rng) -> TrainState:
 
 
 def init_state(setup: Setup) -> TrainState:
-  """Initialises the state directly into its shardings (never whole on one device)."""
+  """Initialises the state directly into its shardings (never whole on one device), then lets
+  the task fill in pretrained weights (a ControlNet's frozen base model)."""
   rng = jax.random.PRNGKey(setup.config.seed)
   init = jax.jit(lambda r: nn.meta.unbox(_boxed_state(setup, r)),
                  out_shardings=setup.state_shardings)
   with setup.context():
-    return init(rng)
+    state = init(rng)
+  return setup.task.init_params(setup, state) if setup.task.init_params else state
 
 
 def abstract_state(setup: Setup) -> TrainState:
@@ -220,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if state is None:
     state = init_state(setup)
   start = int(state.step)
-  metric_writer.say(f'{config.model.name}: {count_params(state.params):,} params, mesh '
+  metric_writer.say(f'{config.model.name}: {params_summary(setup, state.params)}, mesh '
                     f'{dict(setup.mesh.shape)}, {"resuming" if start else "starting"} at step {start}')
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
   step_fns = {clip: compile_train_step(setup, clip) for clip in pipeline.shapes(config.data)}
@@ -245,8 +253,7 @@ def compile_train_step(setup: Setup, clip: tuple[int, int, int] | None = None,
   """The train step compiled ahead of time for clips of (frames, height, width) = `clip`
   (default: the config's shape): it cannot recompile. `compiler_options` (XLA flags) add to
   those that make remat effective on the platform."""
-  batch = {k: jax.ShapeDtypeStruct(shape, jnp.uint8 if k == 'video' else jnp.int32,
-                                   sharding=setup.batch_shardings[k])
+  batch = {k: jax.ShapeDtypeStruct(shape, BATCH_DTYPES[k], sharding=setup.batch_shardings[k])
            for k, shape in batch_shape(setup.config, clip).items()}
   options = {**remat.compiler_options(setup.mesh.devices.flat[0].platform),
              **(compiler_options or {})}
@@ -360,3 +367,13 @@ class Meter:
 
 def count_params(params) -> int:
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def params_summary(setup: Setup, params) -> str:
+  """'3,542,280 params', or for a partly frozen model '4,147,... params (604,... trained)'."""
+  line = f'{count_params(params):,} params'
+  if setup.task.trainable is None:
+    return line
+  trained = sum(int(np.prod(p.shape)) for path, p in jax.tree_util.tree_leaves_with_path(params)
+                if setup.task.trainable(optimizer.key_names(path)))
+  return f'{line} ({trained:,} trained)'

@@ -39,5 +39,6 @@ def ema_decay(step, decay: float):
 
 
 def ema_update(ema, params, decay):
-  """Exponential moving average of params."""
-  return jax.tree.map(lambda e, p: decay * e + (1. - decay) * p, ema, params)
+  """Exponential moving average of params, as ema + (1 - decay) (params - ema): a parameter
+  that does not change (a frozen base model) keeps its average bit for bit."""
+  return jax.tree.map(lambda e, p: e + (1. - decay) * (p - e), ema, params)

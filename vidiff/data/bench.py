@@ -346,7 +346,7 @@ def step_rate(name: str, config, timed_steps: int) -> dict:
                 f'{seconds:.1f} s, a lower bound')
     return {**row, 'step_s': seconds, 'clips_per_s': batch_size / seconds, 'estimate': estimate}
   state = train.init_state(setup)
-  batch = {k: np.zeros(shape, np.uint8 if k == 'video' else np.int32)
+  batch = {k: np.zeros(shape, train.BATCH_DTYPES[k])
            for k, shape in train.batch_shape(config).items()}
   with setup.context():
     start = time.perf_counter()

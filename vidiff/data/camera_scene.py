@@ -174,56 +174,12 @@ def render(scene: CameraScene, frame_indices) -> dict[str, np.ndarray]:
           'depth': depth.reshape(n, size, size)}
 
 
-class CameraVideos:
-  """Random-access source of `num_videos` moving-camera videos (picklable; deterministic from
-  seed), with the interface of `synthetic.SyntheticVideos`. Video `index` is drawn from
-  `np.random.default_rng([seed, index])`.
-  """
+class CameraVideos(synthetic.GeneratedVideos):
+  """Random-access source of moving-camera videos (`synthetic.GeneratedVideos`): 'video',
+  'depth' and 'caption' of any frames of video `index`, drawn from
+  `np.random.default_rng([seed, index])`."""
+  sample, render, describe = (staticmethod(sample_scene), staticmethod(render),
+                              staticmethod(caption_of))
 
   def __init__(self, num_videos: int, seed: int, config: CameraConfig = CameraConfig()):
-    if not _is_int(num_videos) or num_videos < 0:
-      raise ValueError(f'num_videos must be a non-negative integer, got {num_videos!r}.')
-    if not _is_int(seed) or seed < 0:
-      raise ValueError(f'seed must be a non-negative integer, got {seed!r}.')
-    self.num_videos, self.seed, self.config = int(num_videos), int(seed), config
-
-  def __len__(self) -> int:
-    return self.num_videos
-
-  def scene(self, index: int) -> CameraScene:
-    """Returns the boxes and camera path of video `index`."""
-    self._check_index(index)
-    return sample_scene(np.random.default_rng([self.seed, int(index)]), self.config)
-
-  def num_frames(self, index: int) -> int:
-    self._check_index(index)
-    return self.config.length
-
-  def caption(self, index: int) -> str:
-    return caption_of(self.scene(index))
-
-  def fps(self, index: int) -> float:
-    self._check_index(index)
-    return FPS
-
-  def frame_size(self, index: int) -> tuple[int, int]:
-    self._check_index(index)
-    return self.config.resolution, self.config.resolution
-
-  def _check_index(self, index: int) -> None:
-    if not 0 <= index < self.num_videos:
-      raise IndexError(f'video index {index} out of range [0, {self.num_videos}).')
-
-  def read(self, index: int, frame_indices, size: tuple[int, int] | None = None) -> dict:
-    """{'video': uint8 [N,H,W,3], 'depth': float32 [N,H,W], 'caption': str} for source frames
-    `frame_indices` (each in [0, length)). `size` (H, W) other than the rendered one resizes
-    both (area for the video, nearest for depth, which must not blend a box into the sky)."""
-    frames = synthetic.checked_frames(frame_indices, self.config.length)
-    scene = self.scene(index)
-    out = {'caption': caption_of(scene), **render(scene, frames)}
-    if size is None or tuple(size) == self.frame_size(index):
-      return out
-    resize = lambda f, how: cv2.resize(f, tuple(size[::-1]), interpolation=how)
-    return {'caption': out['caption'],
-            'video': np.stack([resize(f, cv2.INTER_AREA) for f in out['video']]),
-            'depth': np.stack([resize(f, cv2.INTER_NEAREST) for f in out['depth']])}
+    super().__init__(num_videos, seed, config)

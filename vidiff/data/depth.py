@@ -6,10 +6,11 @@ return arbitrary units (often inverse depth); `unit_depth` maps a video's maps t
 convention of the synthetic sources (0 nearest, 1 farthest) that `controlnet.depth_hint` takes.
 """
 
-import pathlib
-
+import cv2
 import numpy as np
+from etils import epath
 
+from vidiff import video_io
 from vidiff.errors import UserError
 
 SUFFIX = '.depth.npy'
@@ -19,9 +20,9 @@ class DepthFileError(UserError):
   """A depth file is missing or is not a float array [T, H, W]."""
 
 
-def depth_path(video_path) -> pathlib.Path:
-  """'dir/clip.mp4' -> 'dir/clip.depth.npy'."""
-  path = pathlib.Path(video_path)
+def depth_path(video_path) -> epath.Path:
+  """'dir/clip.mp4' -> 'dir/clip.depth.npy' (local or gs://)."""
+  path = epath.Path(video_path)
   return path.with_name(path.stem + SUFFIX)
 
 
@@ -37,7 +38,8 @@ def load_depth(video_path, num_frames: int | None = None) -> np.ndarray:
   if not path.is_file():
     raise DepthFileError(f'no depth file for {video_path}: expected {path}; {fix}.')
   try:
-    depth = np.load(path, allow_pickle=False)
+    with path.open('rb') as f:
+      depth = np.load(f, allow_pickle=False)
   except (OSError, ValueError) as e:
     raise DepthFileError(f'cannot read depth file {path} ({e}); {fix}.') from None
   if depth.ndim != 3 or not (np.issubdtype(depth.dtype, np.floating)
@@ -60,3 +62,44 @@ def unit_depth(depth: np.ndarray, inverse: bool = False) -> np.ndarray:
   depth = -depth if inverse else depth
   low, high = float(depth.min()), float(depth.max())
   return np.zeros_like(depth) if high == low else (depth - low) / (high - low)
+
+
+def depth_frames(video_path, num_frames: int, frame_indices,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+  """float32 [N, H, W]: the maps of `frame_indices` from the video's depth file, resized
+  (nearest, so edges stay sharp) to `size` = (H, W) if given."""
+  maps = load_depth(video_path, num_frames)[np.asarray(frame_indices)]
+  if size is None or tuple(size) == maps.shape[1:]:
+    return maps
+  return np.stack([cv2.resize(m, tuple(size[::-1]), interpolation=cv2.INTER_NEAREST)
+                   for m in maps])
+
+
+def read_stream(path, size: int) -> np.ndarray:
+  """A depth stream for `vidiff.sample --control`: float32 [T, size, size] in [0, 1] (0 nearest),
+  centre-cropped to a square and resized (nearest).
+
+  `path`: a .npy of depth maps [T, H, W] (or [T, H, W, 1]; any units: maps outside [0, 1] are
+  rescaled by `unit_depth`), or a video of grey depth maps (mp4, gif, ...: black is nearest).
+  """
+  path = epath.Path(path)
+  fix = ('pass a .npy of depth maps [T, H, W] (numpy.save) or a video of grey depth maps, '
+         'black nearest')
+  if path.suffix.lower() in video_io.VIDEO_SUFFIXES:
+    maps = video_io.read_video(path).astype(np.float32).mean(-1) / 255.
+  else:
+    if not path.is_file():
+      raise DepthFileError(f'--control={path} does not exist; {fix}.')
+    try:
+      with path.open('rb') as f:
+        maps = np.load(f, allow_pickle=False)
+    except (OSError, ValueError) as e:
+      raise DepthFileError(f'--control={path} is not readable ({e}); {fix}.') from None
+    maps = maps[..., 0] if maps.ndim == 4 and maps.shape[-1] == 1 else maps
+    if maps.ndim != 3 or not np.issubdtype(maps.dtype, np.number) or not np.isfinite(maps).all():
+      raise DepthFileError(f'--control={path} holds a {maps.dtype} array of shape {maps.shape} '
+                           f'(or non-finite values); {fix}.')
+    maps = maps.astype(np.float32)
+    maps = maps if maps.min() >= 0 and maps.max() <= 1 else unit_depth(maps)
+  maps = video_io.square_crop(maps[..., None])[..., 0]
+  return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in maps])

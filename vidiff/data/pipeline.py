@@ -13,11 +13,11 @@ from absl import flags
 import jax
 import numpy as np
 
-from vidiff.data import synthetic, video_folder
+from vidiff.data import camera_scene, synthetic, video_folder
 from vidiff.data.transforms import ClipSampler, clip_span
 from vidiff.errors import check
 
-SOURCES = ('synthetic', 'folder', 'tfds')
+SOURCES = ('synthetic', 'camera', 'folder', 'tfds')
 
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -30,7 +30,11 @@ def make_source(data_config, split: str):
     cfg = data_config.folder
     check(cfg.path, 'data.source=folder needs data.folder.path (a folder of videos).')
     path = cfg.eval_path if split == 'eval' and cfg.eval_path else cfg.path
-    return video_folder.VideoFolder(path, min_frames=min_source_frames(data_config))
+    return video_folder.VideoFolder(path, min_frames=min_source_frames(data_config),
+                                    depth=data_config.get('depth', False))
+  check(not data_config.get('depth', False) or kind != 'tfds',
+        'data.depth=True needs per-frame depth, which data.source=tfds does not provide; use '
+        "data.source='synthetic' or 'camera', or a folder with NAME.depth.npy beside each video.")
   if kind == 'tfds':
     cfg = data_config.tfds
     check(cfg.name, 'data.source=tfds needs data.tfds.name (a dataset name, or the directory '
@@ -38,13 +42,18 @@ def make_source(data_config, split: str):
     from vidiff.data import tfds_source  # tensorflow_datasets is slow to import
     split_name = cfg.eval_split if split == 'eval' and cfg.eval_split else cfg.split
     return tfds_source.TfdsVideos(cfg.name, split_name, cfg.data_dir or None)
-  cfg = data_config.synthetic
+  cfg = data_config[kind]
   length = max(cfg.length, clip_span(max(t for t, _, _ in shapes(data_config)),
                                      max(data_config.frame_stride, data_config.max_frame_stride)))
-  spec = synthetic.SyntheticConfig(resolution=data_config.resolution, length=length,
-                                   max_objects=cfg.max_objects, motion=cfg.motion)
   count = cfg.num_videos if split == 'train' else cfg.eval_videos
   seed = data_config.seed + (0 if split == 'train' else EVAL_SEED_OFFSET)
+  if kind == 'camera':
+    spec = camera_scene.CameraConfig(resolution=data_config.resolution, length=length,
+                                     min_boxes=cfg.min_boxes, max_boxes=cfg.max_boxes,
+                                     travel=cfg.travel)
+    return camera_scene.CameraVideos(count, seed, spec)
+  spec = synthetic.SyntheticConfig(resolution=data_config.resolution, length=length,
+                                   max_objects=cfg.max_objects, motion=cfg.motion)
   return synthetic.SyntheticVideos(count, seed, spec)
 
 
@@ -71,7 +80,7 @@ def make_sampler(data_config, text_config, source, split: str, shape) -> ClipSam
                      random_start=train and d.clip_start == 'random', size=(height, width),
                      max_frame_stride=d.max_frame_stride if train else 0,
                      target_fps=d.target_fps, random_crop=train and d.crop == 'random',
-                     flip=train and d.flip)
+                     flip=train and d.flip, depth=d.get('depth', False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,16 +118,18 @@ def clips(data_config, model_text_config, split: str, batch_size: int = 1) -> gr
   return ds.map_with_index(Examples(samplers, data_config.seed, batch_size, jax.process_index()))
 
 
-def held_out_clips(data_config, count: int) -> tuple[np.ndarray, list[str]]:
+def held_out_clips(data_config, count: int, with_depth: bool = False):
   """The first `count` held-out clips (from their first frame, centre crop, as in eval) and their
-  captions: (uint8 [count, T, H, W, 3], [count] str). The same on every process."""
+  captions: (uint8 [count, T, H, W, 3], [count] str), and with `with_depth` (data.depth=True)
+  their depth maps, float32 [count, T, H, W]. The same on every process."""
   source = make_source(data_config, 'eval')
   check(0 < count <= len(source),
         f'{count} held-out videos asked for, the eval split has {len(source)}; add eval videos '
         f'(data.synthetic.eval_videos, data.folder.eval_path) or lower metrics.num_videos.')
   sampler = make_sampler(data_config, None, source, 'eval', shapes(data_config)[0])
   examples = [sampler.usable_clip(i, np.random.default_rng(i)) for i in range(count)]
-  return np.stack([e['video'] for e in examples]), [e['caption'] for e in examples]
+  out = np.stack([e['video'] for e in examples]), [e['caption'] for e in examples]
+  return (*out, np.stack([e['depth'] for e in examples])) if with_depth else out
 
 
 def train_iterator(data_config, model_text_config, process_batch_size: int):

@@ -242,39 +242,38 @@ def checked_frames(frame_indices, length: int) -> np.ndarray:
   return frames
 
 
-class SyntheticVideos:
+class GeneratedVideos:
   """Random-access source of `num_videos` procedurally generated videos (picklable;
-  deterministic from seed). Video `index` is drawn from `np.random.default_rng([seed, index])`.
+  deterministic from seed): video `index` is `sample(np.random.default_rng([seed, index]),
+  config)`. Subclasses set the static methods `sample` (rng, config -> scene), `render`
+  (scene, frame indices -> {'video', 'depth', ...}) and `describe` (scene -> caption).
   """
 
-  def __init__(self, num_videos: int, seed: int, config: SyntheticConfig = SyntheticConfig()):
+  def __init__(self, num_videos: int, seed: int, config):
     if not _is_int(num_videos) or num_videos < 0:
       raise ValueError(f'num_videos must be a non-negative integer, got {num_videos!r}.')
     if not _is_int(seed) or seed < 0:
       raise ValueError(f'seed must be a non-negative integer, got {seed!r}.')
-    self.num_videos = int(num_videos)
-    self.seed = int(seed)
-    self.config = config
+    self.num_videos, self.seed, self.config = int(num_videos), int(seed), config
 
   def __len__(self) -> int:
     return self.num_videos
 
   def __repr__(self) -> str:
-    return f'SyntheticVideos({self.num_videos}, seed={self.seed}, config={self.config})'
+    return f'{type(self).__name__}({self.num_videos}, seed={self.seed}, config={self.config})'
 
   def num_frames(self, index: int) -> int:
-    """Returns the length of source video `index` (= config.length)."""
+    """The length of source video `index` (= config.length)."""
     self._check_index(index)
     return self.config.length
 
-  def scene(self, index: int) -> Scene:
-    """Returns the objects of video `index`."""
+  def scene(self, index: int):
+    """What video `index` shows (its objects, or boxes and camera path)."""
     self._check_index(index)
-    return sample_scene(np.random.default_rng([self.seed, int(index)]), self.config)
+    return self.sample(np.random.default_rng([self.seed, int(index)]), self.config)
 
   def caption(self, index: int) -> str:
-    """Returns the caption of video `index`."""
-    return caption_of(self.scene(index))
+    return self.describe(self.scene(index))
 
   def fps(self, index: int) -> float:
     """The nominal frame rate (the renderer has no clock; sample videos are written at 8)."""
@@ -288,21 +287,32 @@ class SyntheticVideos:
 
   def read(self, index: int, frame_indices, size: tuple[int, int] | None = None) -> dict:
     """Renders source frames `frame_indices` (int [N], N >= 1, each in [0, length)) of video
-    `index`: {'video': uint8 [N,H,W,3], 'caption': str, 'flow': float32 [N-1,H,W,2],
-    'depth': float32 [N,H,W]} (see `render`). `size` = (H, W) other than the rendered one
-    resizes the video (area interpolation) and leaves out flow and depth.
-    """
+    `index`: {'video': uint8 [N,H,W,3], 'caption': str, 'depth': float32 [N,H,W], ...} (see the
+    module's `render`). `size` = (H, W) other than the rendered one resizes the video (area
+    interpolation) and the depth (nearest: an object's edge never blends into the background),
+    and leaves out what cannot be resized (flow)."""
     frames = checked_frames(frame_indices, self.config.length)
     scene = self.scene(index)
-    out = {'caption': caption_of(scene), **render(scene, frames)}
+    out = {'caption': self.describe(scene), **self.render(scene, frames)}
     if size is None or tuple(size) == self.frame_size(index):
       return out
-    video = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in out['video']])
-    return {'caption': out['caption'], 'video': video}  # flow/depth are at the native size
+    resize = lambda f, how: cv2.resize(f, tuple(size[::-1]), interpolation=how)
+    return {'caption': out['caption'],
+            'video': np.stack([resize(f, cv2.INTER_AREA) for f in out['video']]),
+            'depth': np.stack([resize(f, cv2.INTER_NEAREST) for f in out['depth']])}
 
   def _check_index(self, index: int) -> None:
     if not 0 <= index < self.num_videos:
       raise IndexError(f'video index {index} out of range [0, {self.num_videos}).')
+
+
+class SyntheticVideos(GeneratedVideos):
+  """The moving-shapes videos of `SyntheticConfig`, with exact flow and depth."""
+  sample, render, describe = (staticmethod(sample_scene), staticmethod(render),
+                              staticmethod(caption_of))
+
+  def __init__(self, num_videos: int, seed: int, config: SyntheticConfig = SyntheticConfig()):
+    super().__init__(num_videos, seed, config)
 
 
 def example_prompts(n: int, seed: int = 0, max_objects: int = 1,

@@ -50,7 +50,8 @@ class ClipSampler:
   with `target_fps` > 0 the stride nearest to that rate for each video. The clip starts at a
   random frame (`random_start`) or the first. Pixels: `size` = (H, W) resizes so the frames
   cover it and crops (random or centre), None keeps the source's frames. `flip`: mirror half of
-  the clips, swapping 'left' and 'right' in their captions.
+  the clips, swapping 'left' and 'right' in their captions. `depth`: examples also hold the
+  clip's per-frame depth, float32 [T,H,W] (cropped and flipped with the frames).
 
   A video that cannot be decoded or is too short is replaced by the next one in the source (a
   warning; 'skipped' counts them), so one bad file never stops a job.
@@ -66,6 +67,7 @@ class ClipSampler:
   target_fps: float = 0.
   random_crop: bool = False
   flip: bool = False
+  depth: bool = False
 
   def __call__(self, index: int, rng: np.random.Generator) -> dict:
     example = self.usable_clip(index, rng)
@@ -111,15 +113,23 @@ class ClipSampler:
 
   def _framed(self, index: int, frames: np.ndarray, rng: np.random.Generator) -> dict:
     """Reads `frames` resized to cover `size`, crops to `size`, maybe flips."""
-    if self.size is None:
-      return self.source.read(index, frames)
     native = tuple(self.source.frame_size(index))
-    resized = cover_size(native, self.size)
+    resized = native if self.size is None else cover_size(native, self.size)
     example = self.source.read(index, frames, size=None if resized == native else resized)
-    (h, w), video = self.size, example['video']
-    y, x = ((int(rng.integers(0, n - k + 1)) for n, k in zip(resized, self.size))
-            if self.random_crop else ((n - k) // 2 for n, k in zip(resized, self.size)))
-    video, caption = video[:, y:y + h, x:x + w], example['caption']
+    check_depth(example, self.depth, self.source)
+    pixels = {k: example[k] for k in ('video', 'depth') if k == 'video' or self.depth}
+    (h, w) = self.size or native
+    y, x = ((int(rng.integers(0, n - k + 1)) for n, k in zip(resized, (h, w)))
+            if self.random_crop else ((n - k) // 2 for n, k in zip(resized, (h, w))))
+    pixels, caption = {k: v[:, y:y + h, x:x + w] for k, v in pixels.items()}, example['caption']
     if self.flip and rng.random() < 0.5:
-      video, caption = video[:, :, ::-1], mirrored_caption(caption)
-    return {'video': np.ascontiguousarray(video), 'caption': caption}
+      pixels, caption = {k: v[:, :, ::-1] for k, v in pixels.items()}, mirrored_caption(caption)
+    return {**{k: np.ascontiguousarray(v) for k, v in pixels.items()}, 'caption': caption}
+
+
+def check_depth(example: dict, wanted: bool, source) -> None:
+  """Raises a UserError when depth is wanted (data.depth) and the source gave none."""
+  if wanted and 'depth' not in example:
+    raise UserError(f'data.depth=True but {source!r} gives no depth maps; use '
+                    f"data.source='synthetic' or 'camera', or put NAME.depth.npy beside each "
+                    f'video of the folder (see vidiff/data/depth.py).')

@@ -17,6 +17,7 @@ from etils import epath
 
 from vidiff import video_io
 from vidiff.data import decode
+from vidiff.data import depth as depth_files
 from vidiff.errors import UserError, check
 
 SUFFIXES = video_io.VIDEO_SUFFIXES
@@ -63,10 +64,12 @@ class VideoFolder:
   """Random-access source over the usable videos of a folder (picklable for Grain workers).
 
   `min_frames`: videos with fewer frames are skipped (a clip needs its whole span).
+  `depth`: `read` also returns each frame's depth map from the video's `NAME.depth.npy` (see
+  `depth.py`; a missing or malformed file is a DepthFileError).
   """
 
-  def __init__(self, root, min_frames: int = 1, num_threads: int = 8):
-    self.root = str(root)
+  def __init__(self, root, min_frames: int = 1, num_threads: int = 8, depth: bool = False):
+    self.root, self.depth = str(root), depth
     paths = video_paths(root)
     check(paths, f'no video files ({", ".join(SUFFIXES)}) in {root}; set data.folder.path '
                  f'to a folder that holds some.')
@@ -108,11 +111,15 @@ class VideoFolder:
     return self.captions[index]
 
   def read(self, index: int, frame_indices, size: tuple[int, int] | None = None) -> dict:
-    """{'video': uint8 [N, H, W, 3] (resized to `size` if given), 'caption': str}; raises
-    decode.VideoError if the file cannot be decoded."""
+    """{'video': uint8 [N, H, W, 3] (resized to `size` if given), 'caption': str[, 'depth':
+    float32 [N, H, W]]}; raises decode.VideoError if the file cannot be decoded."""
     with _opened(self.paths[index]) as file:
       frames = decode.read_frames(file, self.probes[index], frame_indices, size)
-    return {'video': frames, 'caption': self.captions[index]}
+    out = {'video': frames, 'caption': self.captions[index]}
+    if self.depth:
+      out['depth'] = depth_files.depth_frames(self.paths[index], self.num_frames(index), frame_indices,
+                                        frames.shape[1:3])
+    return out
 
 
 def _probe_or_reason(path) -> decode.Probe | str:

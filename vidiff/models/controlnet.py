@@ -154,7 +154,7 @@ def copied(base, own, path):
   check(base.shape == own.shape,
         f'cannot copy base parameter {"/".join(path)} of shape {base.shape} into the ControlNet '
         f'({own.shape}): build the ControlNet from the base checkpoint\'s model config.')
-  return jnp.asarray(base, own.dtype)
+  return jnp.array(base, own.dtype)  # a copy: the base and the branch never share a buffer
 
 
 def trainable(path: Sequence[str]) -> bool:
