@@ -29,8 +29,7 @@ flags.DEFINE_string('out', None, 'Output folder (default: WORKDIR/control_eval).
 
 def main(argv):
   del argv
-  setup, state = inference.restore_setup(FLAGS.workdir)
-  control_task.check_restorable(setup.config)
+  setup, state = inference.restore_setup(FLAGS.workdir, tasks=('controlnet',))
   options = generate.options_from_config(setup.config, steps=FLAGS.steps, guidance=FLAGS.guidance,
                                          seed=FLAGS.seed, control_scale=FLAGS.control_scale)
   table, videos, captions = control_task.compare(setup, state.ema_params, FLAGS.num_videos,

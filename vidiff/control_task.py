@@ -70,7 +70,7 @@ def init_params(setup, state):
   check(base_dir, 'task=controlnet starts from a trained denoiser: set '
                   '--config.controlnet.base_workdir to its workdir (python -m vidiff.main '
                   '--config=configs/quickstart.py --workdir=BASE trains one).')
-  base_setup, base_state = inference.restore_setup(base_dir)
+  base_setup, base_state = inference.restore_setup(base_dir, tasks=('diffusion',))
   ours, theirs = model_fields(setup.config), model_fields(base_setup.config)
   differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
   check(not differ, f'controlnet.base_workdir={base_dir} was trained with another model config '

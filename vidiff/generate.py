@@ -19,7 +19,7 @@ from vidiff.data import pipeline, synthetic
 from vidiff.diffusion import long_video, samplers
 from vidiff.errors import check
 from vidiff.metrics import adherence
-from vidiff.models import text
+from vidiff.models import latent, text
 
 LONG_MODES = ('splice', 'window')
 
@@ -46,8 +46,9 @@ class Options:
   reconstruction: float = 0.0
   control_scale: float = 1.0
 
-  def chunk(self, train_frames: int) -> int:
-    return self.chunk_frames or min(train_frames, self.num_frames)
+  def chunk(self, train_frames: int, frames: int | None = None) -> int:
+    """Frames per forward pass for videos of `frames` (default num_frames) sampled frames."""
+    return self.chunk_frames or min(train_frames, frames or self.num_frames)
 
   def overlap_frames(self, chunk: int) -> int:
     if self.overlap is not None:
@@ -121,24 +122,31 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   """Samples one video per prompt. init_image: float [H, W, 3] in [-1, 1], the first frame of
   every video. control: float [N, num_frames, H, W, C], each video's control stream for a
   ControlNet model (`controlnet.depth_hint`; long videos take each chunk's frames of it).
-  Returns uint8 [N, num_frames, H, W, 3]."""
+  A latent model samples latents (chunk_frames and overlap count latent frames) and decodes
+  them. Returns uint8 [N, num_frames, H, W, 3]."""
   cfg = setup.config
-  res, frames = cfg.data.resolution, options.num_frames
+  res = cfg.data.resolution
   check(options.steps >= 1, f'steps={options.steps}: a sampler needs at least 1 step.')
   check(options.long_mode in LONG_MODES,
         f'long_mode={options.long_mode!r}; use one of {", ".join(LONG_MODES)}.')
-  chunk = options.chunk(cfg.data.num_frames)
+  shape = sample_shape(setup, options.num_frames)
+  frames, train_frames = shape[0], sample_shape(setup, cfg.data.num_frames)[0]
+  chunk = options.chunk(train_frames, frames)
   overlap = options.overlap_frames(chunk) if frames > chunk else 0  # one chunk: nothing shared
   long_video.check_chunks(frames, chunk, overlap)
-  models.check_video_shape(cfg.model, chunk, res, frames_name='chunk_frames (per forward pass)')
+  models.check_video_shape(cfg.model, chunk, shape[1],
+                           frames_name='chunk_frames (per forward pass)')
   mode = 'single' if frames == chunk else options.long_mode
   check_control(setup, control, (len(prompts), frames, res, res), mode)
+  check(init_image is None or not latent.is_latent(setup.model),
+        'init_image (image-to-video) is not supported for latent diffusion models yet.')
+  decode = to_video_fn(setup, max(1, train_frames - 1))
   fn = sampler_fn(setup, options, window=(chunk, chunk - overlap) if mode == 'window' else None)
 
   tokens = text.tokenize(prompts, cfg.model.text.max_len, cfg.model.text.vocab_size)
   keys = np.stack([jax.random.fold_in(jax.random.PRNGKey(options.seed), i)
                    for i in range(len(prompts))])
-  noise = initial_noise(keys, (frames, res, res, 3))
+  noise = initial_noise(keys, shape)
   if options.freenoise:
     noise = long_video.freenoise(noise, chunk, chunk - overlap, options.seed)
   known = np.zeros_like(noise)
@@ -175,8 +183,30 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
                                  progress=progress and jax.process_index() == 0)
     else:
       videos = sample_part(part_noise, part_known, mask)
-    out.append(video_io.to_uint8(videos)[:len(prompts) - start])
+    out.append(video_io.to_uint8(decode(params, videos, by_batch))[:len(prompts) - start])
   return np.concatenate(out)[:len(prompts)]
+
+
+def sample_shape(setup, num_frames: int) -> tuple[int, int, int, int]:
+  """(T, H, W, C) the sampler draws for videos of `num_frames` frames: the video's, or its
+  latent's for a latent model (a UserError naming the fix if the VAE cannot take it)."""
+  res = setup.config.data.resolution
+  if latent.is_latent(setup.model):
+    return tuple(setup.model.latent_shape((1, num_frames, res, res, 3))[1:])
+  return num_frames, res, res, 3
+
+
+def to_video_fn(setup, chunk: int):
+  """(params, samples [b, T, ...] numpy, sharding) -> videos float [b, frames, H, W, 3]:
+  the samples themselves, or a latent model's decode, `chunk` latent frames at a time."""
+  if not latent.is_latent(setup.model):
+    return lambda params, x, sharding: x
+  decode = jax.jit(lambda params, z: latent.decode_chunked(setup.model, params, z, chunk))
+
+  def to_video(params, z, sharding):
+    with setup.context():
+      return np.asarray(jax.device_get(decode(params, jax.device_put(z, sharding))))
+  return to_video
 
 
 def check_control(setup, control, shape: tuple[int, int, int, int], mode: str) -> None:

@@ -8,14 +8,29 @@ from vidiff import checkpointing, train
 from vidiff.errors import UserError
 
 
-def restore_setup(workdir):
+TRAIN_COMMANDS = {
+    'diffusion': 'python -m vidiff.main --config=configs/quickstart.py --workdir=DIR',
+    'controlnet': 'python -m vidiff.main --config=configs/controlnet.py '
+                  '--config.controlnet.base_workdir=BASE --workdir=DIR',
+    'vae': 'python -m vidiff.main --config=configs/vae_quickstart.py --workdir=DIR',
+    'latent': 'python -m vidiff.main --config=configs/latent_quickstart.py '
+              '--config.latent.vae_workdir=VAE --workdir=DIR'}
+
+
+def restore_setup(workdir, tasks=('diffusion', 'latent', 'controlnet')):
   """(setup, state) from the latest checkpoint of `workdir` and the config saved with it, on a
-  data-parallel mesh over all devices. No checkpoint: a UserError naming the command to train."""
+  data-parallel mesh over all devices. No checkpoint, or one of a task not in `tasks` (a VAE
+  where a denoiser is needed): a UserError naming the command to train what is needed."""
   config_json = checkpointing.saved_config(workdir) if epath.Path(workdir).exists() else None
   if config_json is None:
     raise UserError(f'--workdir={workdir} has no checkpoint under {workdir}/checkpoints; train one '
                     f'first: python -m vidiff.main --config=configs/quickstart.py --workdir={workdir}')
   config = common.from_saved(config_json)
+  task = config.get('task', 'diffusion')
+  if task not in tasks:
+    raise UserError(f'--workdir={workdir} holds a {task} checkpoint (config.task={task!r}); this '
+                    f'command needs a {" or ".join(tasks)} model, trained with: '
+                    f'{TRAIN_COMMANDS[tasks[0]]}')
   config.mesh.update(data=-1, fsdp=1, time=1, space=1, tensor=1)
   config.mesh.dcn.update(data=1, fsdp=1, time=1, space=1, tensor=1)
   setup = train.make_setup(config)

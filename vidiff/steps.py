@@ -30,27 +30,30 @@ def example_inputs(config) -> tuple:
           jnp.zeros((1,), jnp.float32), jnp.zeros((1, config.model.text.max_len), jnp.int32))
 
 
-def draw(rng, setup, batch, train: bool) -> dict:
-  """The randomness of one step for the whole batch: {'t' [B], 'eps' [B,T,H,W,C], 'context'
-  int [B] (leading frames given clean), 'drop' bool [B] (prompts replaced by the empty prompt, for guidance), 'dropout' key}."""
+def draw(rng, setup, batch, train: bool, shape=None) -> dict:
+  """The randomness of one step for the whole batch: {'t' [B], 'eps' [B,T,H,W,C] (of `shape`,
+  default the video's), 'context' int [B] (leading frames given clean), 'drop' bool [B]
+  (prompts replaced by the empty prompt, for guidance), 'dropout' key}."""
   drop_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
-  video = batch['video']
+  shape = shape or batch['video'].shape
   rate = setup.config.diffusion.prompt_dropout if train else 0.
   context = setup.config.diffusion.context
-  return {**objectives.draw_noise(noise_rng, video.shape, context.prob, context.max_frames),
-          'drop': jax.random.bernoulli(drop_rng, rate, video.shape[:1]),
+  return {**objectives.draw_noise(noise_rng, shape, context.prob, context.max_frames),
+          'drop': jax.random.bernoulli(drop_rng, rate, shape[:1]),
           'dropout': dropout_rng}
 
 
-def loss_fn(params, setup, batch, noise: dict, train: bool, **model_kwargs):
-  """Diffusion loss of `params` on a batch with the randomness `noise` (see `draw`);
-  `model_kwargs` go to the model (a ControlNet's hint). Returns (loss, per-example loss [B])."""
+def loss_fn(params, setup, batch, noise: dict, train: bool, x0=None, **model_kwargs):
+  """Diffusion loss of `params` on a batch with the randomness `noise` (see `draw`), denoising
+  `x0` (default: the batch's video in [-1, 1]; latents for latent diffusion); `model_kwargs`
+  go to the model (a ControlNet's hint). Returns (loss, per-example loss [B])."""
   tokens = batch['tokens']
   null = jnp.asarray(text.null_tokens(tokens.shape[0], tokens.shape[1]))
   tokens = jnp.where(noise['drop'][:, None], null, tokens)
   apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok, train=train,
                                               rngs={'dropout': noise['dropout']}, **model_kwargs)
-  return objectives.diffusion_loss(apply, pipeline.as_float(batch['video']), tokens, noise,
+  x0 = pipeline.as_float(batch['video']) if x0 is None else x0
+  return objectives.diffusion_loss(apply, x0, tokens, noise,
                                    setup.schedule, setup.config.diffusion.prediction,
                                    setup.config.diffusion.min_snr_gamma,
                                    setup.config.diffusion.temporal_weight)

@@ -1,9 +1,9 @@
 """What a run trains: `config.task` = 'diffusion' (the text-to-video denoiser), 'vae' (the
-causal video VAE, `vae_task`) or 'controlnet' (a depth ControlNet on a trained denoiser,
-`control_task`). The train loop, mesh, shardings, checkpoints and logs are the same for all;
+causal video VAE, `vae_task`), 'latent' (a denoiser of a trained VAE's latents, `latent_task`)
+or 'controlnet' (a depth ControlNet on a trained denoiser, `control_task`). The train loop, mesh, shardings, checkpoints and logs are the same for all;
 a Task supplies only what differs:
 
-  model(config) -> nn.Module              check_shape(model_config, frames, side, frames_name)
+  model(config) -> nn.Module              check_shape(config, frames, side, frames_name)
   init_inputs(config) -> init args        draw(rng, setup, batch, train) -> the step's randomness
   loss(params, setup, batch, noise, train) -> (loss, aux)
   evaluate(params, setup, batch, noise) -> eval loss, or {'loss', 'psnr', ...}
@@ -15,7 +15,7 @@ a Task supplies only what differs:
 import dataclasses
 from collections.abc import Callable
 
-from vidiff import control_task, generate, models, steps, vae_task
+from vidiff import control_task, generate, latent_task, models, steps, vae_task
 from vidiff.errors import UserError
 from vidiff.models import controlnet
 
@@ -39,7 +39,8 @@ def write_diffusion_samples(setup, state, workdir, writer) -> None:
 
 
 DIFFUSION = Task(
-    model=lambda config: models.get_model(config.model), check_shape=models.check_video_shape,
+    model=lambda config: models.get_model(config.model),
+    check_shape=lambda config, *shape: models.check_video_shape(config.model, *shape),
     init_inputs=steps.example_inputs, draw=steps.draw, loss=steps.loss_fn,
     evaluate=lambda params, setup, batch, noise: steps.loss_fn(params, setup, batch, noise,
                                                                False)[0],
@@ -47,17 +48,25 @@ DIFFUSION = Task(
 
 VAE = Task(
     model=lambda config: vae_task.get_model(config.model),
-    check_shape=vae_task.check_video_shape, init_inputs=vae_task.init_inputs,
+    check_shape=lambda config, *shape: vae_task.check_video_shape(config.model, *shape),
+    init_inputs=vae_task.init_inputs,
     draw=vae_task.draw, loss=vae_task.loss, evaluate=vae_task.evaluate,
     write_samples=vae_task.write_reconstructions)
 
 CONTROLNET = Task(
-    model=control_task.get_model, check_shape=models.check_video_shape,
+    model=control_task.get_model,
+    check_shape=lambda config, *shape: models.check_video_shape(config.model, *shape),
     init_inputs=control_task.init_inputs, draw=steps.draw, loss=control_task.loss,
     evaluate=control_task.evaluate, write_samples=control_task.write_samples,
     trainable=controlnet.trainable, init_params=control_task.init_params)
 
-TASKS = {'diffusion': DIFFUSION, 'vae': VAE, 'controlnet': CONTROLNET}
+LATENT = Task(
+    model=latent_task.get_model, check_shape=latent_task.check_shape,
+    init_inputs=latent_task.init_inputs, draw=latent_task.draw, loss=latent_task.loss,
+    evaluate=latent_task.evaluate, write_samples=write_diffusion_samples,
+    trainable=latent_task.trainable, init_params=latent_task.init_params)
+
+TASKS = {'diffusion': DIFFUSION, 'vae': VAE, 'latent': LATENT, 'controlnet': CONTROLNET}
 
 
 def get(config) -> Task:
@@ -65,6 +74,6 @@ def get(config) -> Task:
   name = config.get('task', 'diffusion')
   if name not in TASKS:
     raise UserError(f'task={name!r}; choose one of {sorted(TASKS)} (configs/quickstart.py '
-                    f'trains diffusion, configs/vae_quickstart.py the VAE, configs/controlnet.py '
-                    f'a ControlNet).')
+                    f'trains diffusion, configs/vae_quickstart.py the VAE, configs/latent_quickstart.py '
+                    f'latent diffusion on it, configs/controlnet.py a ControlNet).')
   return TASKS[name]

@@ -87,8 +87,8 @@ def check_config(config) -> None:
   check(config.train.batch_size % k == 0,
         f'train.batch_size={config.train.batch_size} must be divisible by '
         f'train.grad_accum_steps={k} (the batch is split into that many microbatches).')
-  tasks.get(config).check_shape(config.model, config.data.num_frames, config.data.resolution)
-  check(config.get('task', 'diffusion') == 'diffusion' or not config.metrics.every,
+  tasks.get(config).check_shape(config, config.data.num_frames, config.data.resolution)
+  check(config.get('task', 'diffusion') != 'vae' or not config.metrics.every,
         f'metrics.every={config.metrics.every}: the video metrics sample from a diffusion '
         f'model; set --config.metrics.every=0 for task={config.task!r}.')
   check_data_config(config)
@@ -109,7 +109,7 @@ def check_data_config(config) -> None:
           f'data.buckets entry {bucket!r} must be (frames, height, width), each >= 1.')
     try:
       for side in (int(bucket[1]), int(bucket[2])):
-        tasks.get(config).check_shape(config.model, int(bucket[0]), side, 'data.num_frames')
+        tasks.get(config).check_shape(config, int(bucket[0]), side, 'data.num_frames')
     except UserError as e:
       raise UserError(f'data.buckets entry {tuple(bucket)}: {e}') from None
 

@@ -84,7 +84,7 @@ def score(model, params, videos: np.ndarray, flow_method: str = 'dis') -> dict[s
 
 def score_workdir(workdir: str, videos: str, num_videos: int, flow_method: str) -> list[dict]:
   """One row per data set ('synthetic held-out', each real video) for the VAE of `workdir`."""
-  setup, state = inference.restore_setup(workdir)
+  setup, state = inference.restore_setup(workdir, tasks=('vae',))
   cfg = setup.config
   check(cfg.get('task', 'diffusion') == 'vae',
         f'{workdir} holds a {cfg.get("task", "diffusion")} model; vidiff.vae_eval scores VAEs '
@@ -154,7 +154,7 @@ def memory_table(rows: list[dict], chunk: int) -> str:
 def memory_main() -> None:
   frames = [int(f) for f in FLAGS.frames]
   if FLAGS.workdir:
-    setup, _ = inference.restore_setup(FLAGS.workdir[0])
+    setup, _ = inference.restore_setup(FLAGS.workdir[0], tasks=('vae',))
     model, cfg = setup.model, setup.config
   else:
     cfg = vae_quickstart.get_config(FLAGS.config_arg)

@@ -1,0 +1,33 @@
+r"""Latent video diffusion: the quickstart denoiser on the latents of a trained causal VAE.
+
+  python -m vidiff.main --config=configs/vae_quickstart.py --workdir=/tmp/vae_video
+  python -m vidiff.main --config=configs/latent_quickstart.py \
+      --config.latent.vae_workdir=/tmp/vae_video --workdir=/tmp/vidiff_latent
+
+`config.task = 'latent'`: clips of 17 frames at 32x32 are encoded on the fly by the frozen VAE
+(4x in time and space: latents of 5 x 8 x 8 x 4) and the denoiser learns those; sampling draws
+latents and decodes them chunk by chunk, so `vidiff.sample` (long videos included: chunks and
+overlaps count latent frames), `vidiff.evaluate` and the end-of-run samples work unchanged.
+Arguments: the backbone and size as in configs/quickstart.py (`:st_transformer`, `:unet3d,tiny`
+for the tests); `config.vae_model` must be the VAE checkpoint's model config
+(configs/vae_quickstart.py's, tiny with `tiny`).
+"""
+
+import ml_collections
+
+from configs import common, quickstart, vae_quickstart
+
+
+def get_config(arg: str | None = None):
+  args = common.parse_arg(arg, backbone='unet3d', size='quickstart')
+  tiny = args.size == 'tiny'
+  config = quickstart.get_config(f'{args.backbone},{args.size}')
+  config.task = 'latent'
+  config.vae_model = vae_quickstart.vae_model('video', tiny)
+  config.latent = ml_collections.ConfigDict(dict(
+      vae_workdir='',  # the trained VAE's workdir (its latest checkpoint's EMA weights)
+      scale_clips=16))  # held-out clips whose latent std sets the scale at the start
+  # Latents are 4x smaller in space: no patching on top of that.
+  config.model.patch_size = (1, 1, 1)
+  config.data.update(num_frames=5 if tiny else 17, frame_stride=1)
+  return config
