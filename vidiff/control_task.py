@@ -14,7 +14,6 @@ videos follow them (`compare`, `metrics.control`).
 """
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
@@ -57,11 +56,6 @@ def evaluate(params, setup, batch, noise: dict):
   return loss(params, setup, batch, noise, train=False)[0]
 
 
-def model_fields(config) -> dict:
-  """config.model as plain JSON values (tuples as lists), to compare a saved config's."""
-  return json.loads(config.model.to_json_best_effort())
-
-
 def init_params(setup, state):
   """`state` with params and EMA = the base checkpoint's EMA weights in 'base' and their copy
   in the ControlNet's encoder (ControlNet's initialisation; zero projections stay zero)."""
@@ -71,8 +65,7 @@ def init_params(setup, state):
                   '--config.controlnet.base_workdir to its workdir (python -m vidiff.main '
                   '--config=configs/quickstart.py --workdir=BASE trains one).')
   base_setup, base_state = inference.restore_setup(base_dir, tasks=('diffusion',))
-  ours, theirs = model_fields(setup.config), model_fields(base_setup.config)
-  differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+  differ = inference.differing_fields(setup.config.model, base_setup.config.model)
   check(not differ, f'controlnet.base_workdir={base_dir} was trained with another model config '
                     f'(fields {differ} differ); give this run the base\'s config argument '
                     f'(configs/controlnet.py:<backbone>,<size> as in configs/quickstart.py).')

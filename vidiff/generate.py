@@ -106,8 +106,10 @@ def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
     elif cfg.diffusion.context.prob > 0:
       denoise = long_video.condition_on_known(denoise, known, mask, noise)
     project = long_video.replace_known(known, mask, noise, setup.schedule)
+    # Latents have no fixed range: the samplers' clipping of x0 to [-1, 1] is for pixels.
+    unclipped = {'clip_x0': False} if latent.is_latent(setup.model) else {}
     return sample(denoise, noise, key, setup.schedule, options.steps, eta=options.eta,
-                  project=project)
+                  project=project, **unclipped)
   return jax.jit(run)
 
 

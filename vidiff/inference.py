@@ -1,5 +1,7 @@
 """Loading a trained model for sampling: the latest checkpoint with the config saved beside it."""
 
+import json
+
 from etils import epath
 
 from configs import common
@@ -35,3 +37,9 @@ def restore_setup(workdir, tasks=('diffusion', 'latent', 'controlnet')):
   config.mesh.dcn.update(data=1, fsdp=1, time=1, space=1, tensor=1)
   setup = train.make_setup(config)
   return setup, checkpointing.restore(checkpointing.manager(workdir), train.abstract_state(setup))
+
+
+def differing_fields(config, saved) -> list[str]:
+  """The fields in which two ConfigDicts (a run's model config and a checkpoint's) differ."""
+  a, b = (json.loads(c.to_json_best_effort()) for c in (config, saved))
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

@@ -14,8 +14,6 @@ chunk, so every command that samples (vidiff.sample, vidiff.evaluate, the end of
 long videos) works on latents unchanged.
 """
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,9 +91,7 @@ def init_params(setup, state):
                  '(python -m vidiff.main --config=configs/vae_quickstart.py --workdir=VAE trains '
                  'one).')
   vae_setup, vae_state = inference.restore_setup(vae_dir, tasks=('vae',))
-  ours = json.loads(cfg.vae_model.to_json_best_effort())
-  theirs = json.loads(vae_setup.config.model.to_json_best_effort())
-  differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+  differ = inference.differing_fields(cfg.vae_model, vae_setup.config.model)
   check(not differ, f'latent.vae_workdir={vae_dir} holds a VAE of another config (fields '
                     f'{differ} differ); set config.vae_model to the VAE\'s model config.')
   vae_params = vae_state.ema_params

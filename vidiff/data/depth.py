@@ -35,23 +35,33 @@ def load_depth(video_path, num_frames: int | None = None) -> np.ndarray:
   path = depth_path(video_path)
   fix = (f'save one depth map per frame as a float array [T, H, W] with '
          f'numpy.save({str(path)!r}, depth)')
-  if not path.is_file():
-    raise DepthFileError(f'no depth file for {video_path}: expected {path}; {fix}.')
-  try:
-    with path.open('rb') as f:
-      depth = np.load(f, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise DepthFileError(f'cannot read depth file {path} ({e}); {fix}.') from None
-  if depth.ndim != 3 or not (np.issubdtype(depth.dtype, np.floating)
-                             or np.issubdtype(depth.dtype, np.integer)):
-    raise DepthFileError(f'depth file {path} holds a {depth.dtype} array of shape {depth.shape}, '
-                         f'not [T, H, W]; {fix}.')
+  depth = read_maps(path, f'depth file for {video_path}', fix)
   if num_frames is not None and depth.shape[0] != num_frames:
     raise DepthFileError(f'depth file {path} has {depth.shape[0]} frames but the video has '
                          f'{num_frames}; {fix}.')
-  if not np.isfinite(depth).all():
-    raise DepthFileError(f'depth file {path} contains NaN or infinite values; {fix}.')
-  return depth.astype(np.float32)
+  return depth
+
+
+def read_maps(path, what: str, fix: str, channel: bool = False) -> np.ndarray:
+  """float32 [T, H, W] from the .npy at `path` ([T, H, W, 1] too with `channel`). Raises
+  DepthFileError (naming `what` and the `fix`) if it is missing or unreadable, not a real
+  array of that shape, or not finite."""
+  path = epath.Path(path)
+  if not path.is_file():
+    raise DepthFileError(f'no {what}: expected {path}; {fix}.')
+  try:
+    with path.open('rb') as f:
+      maps = np.load(f, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise DepthFileError(f'cannot read {path} ({e}); {fix}.') from None
+  maps = maps[..., 0] if channel and maps.ndim == 4 and maps.shape[-1] == 1 else maps
+  if maps.ndim != 3 or not (np.issubdtype(maps.dtype, np.floating)
+                            or np.issubdtype(maps.dtype, np.integer)):
+    raise DepthFileError(f'{path} holds a {maps.dtype} array of shape {maps.shape}, not '
+                         f'[T, H, W]; {fix}.')
+  if not np.isfinite(maps).all():
+    raise DepthFileError(f'{path} contains NaN or infinite values; {fix}.')
+  return maps.astype(np.float32)
 
 
 def unit_depth(depth: np.ndarray, inverse: bool = False) -> np.ndarray:
@@ -88,18 +98,7 @@ def read_stream(path, size: int) -> np.ndarray:
   if path.suffix.lower() in video_io.VIDEO_SUFFIXES:
     maps = video_io.read_video(path).astype(np.float32).mean(-1) / 255.
   else:
-    if not path.is_file():
-      raise DepthFileError(f'--control={path} does not exist; {fix}.')
-    try:
-      with path.open('rb') as f:
-        maps = np.load(f, allow_pickle=False)
-    except (OSError, ValueError) as e:
-      raise DepthFileError(f'--control={path} is not readable ({e}); {fix}.') from None
-    maps = maps[..., 0] if maps.ndim == 4 and maps.shape[-1] == 1 else maps
-    if maps.ndim != 3 or not np.issubdtype(maps.dtype, np.number) or not np.isfinite(maps).all():
-      raise DepthFileError(f'--control={path} holds a {maps.dtype} array of shape {maps.shape} '
-                           f'(or non-finite values); {fix}.')
-    maps = maps.astype(np.float32)
+    maps = read_maps(path, '--control file', fix, channel=True)
     maps = maps if maps.min() >= 0 and maps.max() <= 1 else unit_depth(maps)
   maps = video_io.square_crop(maps[..., None])[..., 0]
   return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in maps])
