@@ -142,3 +142,18 @@ def test_ema_decay_warms_up_to_the_configured_decay():
   assert float(ema_decay(0, 0.99)) == pytest.approx(0.1)
   assert float(ema_decay(40, 0.99)) == pytest.approx(41 / 50)
   assert float(ema_decay(10_000, 0.99)) == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('every', -1, 'must be >= 0'),
+    ('num_videos', 1, 'at least 2 videos'),
+    ('resolution', 16, 'at least 32 pixels'),
+    ('flow', 'raft', "use one of \\('dis', 'farneback'\\)"),
+])
+def test_bad_metrics_config_is_caught_before_training(tiny_config, field, value, message):
+  tiny_config.metrics.every = 10
+  tiny_config.metrics[field] = value
+  with pytest.raises(UserError, match=message):
+    train.check_config(tiny_config)
+  tiny_config.metrics.update(every=0, num_videos=1)  # off: its other fields do not matter
+  train.check_config(tiny_config)

@@ -30,7 +30,7 @@ from vidiff import (checkpointing, evaluate, generate, metric_writer, optimizer,
 from vidiff.data import pipeline, prefetch
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError, check
-from vidiff.metrics import i3d, video_metrics
+from vidiff.metrics import flow, i3d, video_metrics
 from vidiff.models import remat
 from vidiff.train_state import TrainState
 
@@ -92,6 +92,19 @@ def check_config(config) -> None:
         f'metrics.every={config.metrics.every}: the video metrics sample from a diffusion '
         f'model; set --config.metrics.every=0 for task={config.task!r}.')
   check_data_config(config)
+  check_metrics_config(config.metrics)
+
+
+def check_metrics_config(m) -> None:
+  """Validates `metrics` before training starts (not at the first eval, minutes in)."""
+  check(m.every >= 0, f'metrics.every={m.every} must be >= 0 (0: off).')
+  if not m.every:
+    return
+  check(m.num_videos >= 2, f'metrics.num_videos={m.num_videos}: FVD and the FIDs compare '
+                           f'feature covariances, which need at least 2 videos (16+ is usual).')
+  check(m.resolution >= 32, f'metrics.resolution={m.resolution}: I3D needs frames of at least '
+                            f'32 pixels (224 is the standard FVD size).')
+  check(m.flow in flow.METHODS, f'metrics.flow={m.flow!r}; use one of {flow.METHODS}.')
 
 
 def check_data_config(config) -> None:
