@@ -16,13 +16,12 @@ videos follow them (`compare`, `metrics.control`).
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
 from vidiff import generate, metric_writer, steps, video_io
 from vidiff.data import pipeline, synthetic
-from vidiff.errors import UserError, check
+from vidiff.errors import check
 from vidiff.metrics import control as control_metrics
 from vidiff.models import controlnet
 
@@ -64,18 +63,17 @@ def init_params(setup, state):
   check(base_dir, 'task=controlnet starts from a trained denoiser: set '
                   '--config.controlnet.base_workdir to its workdir (python -m vidiff.main '
                   '--config=configs/quickstart.py --workdir=BASE trains one).')
-  base_setup, base_state = inference.restore_setup(base_dir, tasks=('diffusion',))
-  differ = inference.differing_fields(setup.config.model, base_setup.config.model)
-  check(not differ, f'controlnet.base_workdir={base_dir} was trained with another model config '
-                    f'(fields {differ} differ); give this run the base\'s config argument '
-                    f'(configs/controlnet.py:<backbone>,<size> as in configs/quickstart.py).')
+  _, base_state = inference.restore_matching(
+      base_dir, 'diffusion', setup.config.model, 'controlnet.base_workdir',
+      'give this run the base\'s config argument (configs/controlnet.py:<backbone>,<size> as in '
+      'configs/quickstart.py)')
   targets = setup.state_shardings.params
   base = jax.device_put(base_state.ema_params, targets['base'])
   control = jax.device_put(controlnet.init_control_from_base(base, state.params['control']),
                            targets['control'])
   params = {'base': base, 'control': control}
   metric_writer.say(f'ControlNet initialised from {base_dir} (step {int(base_state.step)})')
-  return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+  return state.with_weights(params)
 
 
 def background(data_config):
@@ -128,10 +126,3 @@ def summary(table: dict[str, dict[str, float]]) -> str:
             for name, row in table.items()]
   return '\n'.join(lines)
 
-
-def check_restorable(config) -> None:
-  """A UserError unless `config` (a saved one) is a ControlNet run's."""
-  if config.get('task', 'diffusion') != 'controlnet':
-    raise UserError('this workdir holds a model without a ControlNet; train one with '
-                    'python -m vidiff.main --config=configs/controlnet.py '
-                    '--config.controlnet.base_workdir=BASE --workdir=DIR.')

@@ -216,8 +216,9 @@ def check_control(setup, control, shape: tuple[int, int, int, int], mode: str) -
   if control is None:
     return
   check(hasattr(setup.model, 'control'),
-        f'a control stream was given but {setup.config.model.name} has no ControlNet; sample '
-        f'from a workdir trained with configs/controlnet.py.')
+        f'a control stream was given but this is a {setup.config.model.name} model without a '
+        f'ControlNet; sample from a workdir trained with python -m vidiff.main '
+        f'--config=configs/controlnet.py --config.controlnet.base_workdir=BASE --workdir=DIR.')
   check(control.ndim == 5 and control.shape[:4] == shape,
         f'the control stream has shape {control.shape}; it needs one map per frame of each '
         f'video: [N, T, H, W, C] with (N, T, H, W) = {shape}.')

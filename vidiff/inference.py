@@ -39,6 +39,18 @@ def restore_setup(workdir, tasks=('diffusion', 'latent', 'controlnet')):
   return setup, checkpointing.restore(checkpointing.manager(workdir), train.abstract_state(setup))
 
 
+def restore_matching(workdir, task: str, model_config, setting: str, fix: str):
+  """(setup, state) of the `task` checkpoint in `workdir` (a pretrained part of a run, named
+  by the config field `setting`); a UserError ending in `fix` unless it was trained with
+  `model_config`."""
+  setup, state = restore_setup(workdir, tasks=(task,))
+  differ = differing_fields(model_config, setup.config.model)
+  if differ:
+    raise UserError(f'{setting}={workdir} was trained with another model config (fields '
+                    f'{differ} differ); {fix}.')
+  return setup, state
+
+
 def differing_fields(config, saved) -> list[str]:
   """The fields in which two ConfigDicts (a run's model config and a checkpoint's) differ."""
   a, b = (json.loads(c.to_json_best_effort()) for c in (config, saved))

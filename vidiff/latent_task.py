@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidiff import metric_writer, models, steps, vae_task
+from vidiff import metric_writer, models, optimizer, steps, vae_task
 from vidiff.data import pipeline
 from vidiff.errors import check
 from vidiff.models import latent
@@ -76,9 +76,7 @@ def evaluate(params, setup, batch, noise: dict):
   return loss(params, setup, batch, noise, train=False)[0]
 
 
-def trainable(path) -> bool:
-  names = [p for p in path if p != 'params']
-  return bool(names) and names[0] == 'denoiser'
+trainable = optimizer.subtree('denoiser')  # the VAE and the scale stay as restored
 
 
 def init_params(setup, state):
@@ -90,10 +88,9 @@ def init_params(setup, state):
   check(vae_dir, 'task=latent diffuses a trained VAE\'s latents: set --config.latent.vae_workdir '
                  '(python -m vidiff.main --config=configs/vae_quickstart.py --workdir=VAE trains '
                  'one).')
-  vae_setup, vae_state = inference.restore_setup(vae_dir, tasks=('vae',))
-  differ = inference.differing_fields(cfg.vae_model, vae_setup.config.model)
-  check(not differ, f'latent.vae_workdir={vae_dir} holds a VAE of another config (fields '
-                    f'{differ} differ); set config.vae_model to the VAE\'s model config.')
+  vae_setup, vae_state = inference.restore_matching(
+      vae_dir, 'vae', cfg.vae_model, 'latent.vae_workdir',
+      'set config.vae_model to the VAE\'s model config')
   vae_params = vae_state.ema_params
   clips, _ = pipeline.held_out_clips(cfg.data, cfg.latent.scale_clips)
   encode = jax.jit(lambda p, x: vae_setup.model.apply({'params': p}, x, method='encode')[0])
@@ -105,4 +102,4 @@ def init_params(setup, state):
   metric_writer.say(f'latent diffusion on the VAE of {vae_dir} (step {int(vae_state.step)}): '
                     f'latents {latent_clip(cfg, cfg.data.num_frames, cfg.data.resolution)}, '
                     f'scale 1/{1 / scale:.3f}')
-  return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+  return state.with_weights(params)

@@ -40,3 +40,12 @@ def train_only(tx: optax.GradientTransformation,
 def key_names(path) -> tuple[str, ...]:
   """The dict keys of a pytree key path (boxes such as nn.Partitioned add none)."""
   return tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def subtree(name: str) -> Callable[[Sequence[str]], bool]:
+  """The `trainable` predicate of the parameters under params[name] only (a leading 'params'
+  key, as in a variables dict, is skipped)."""
+  def trainable(path: Sequence[str]) -> bool:
+    names = [p for p in path if p != 'params']
+    return bool(names) and names[0] == name
+  return trainable

@@ -17,7 +17,7 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from vidiff import cli, control_task, generate, inference, metric_writer, video_io
+from vidiff import cli, generate, inference, metric_writer, video_io
 from vidiff.data import depth
 from vidiff.diffusion import samplers
 from vidiff.errors import check
@@ -63,7 +63,6 @@ def control_stream(cfg, path, count: int, num_frames: int | None):
   float32 [count, T, H, W, 1] (its first `num_frames` frames if given)."""
   if path is None:
     return None
-  control_task.check_restorable(cfg)
   maps = depth.read_stream(path, cfg.data.resolution)
   check(num_frames is None or len(maps) >= num_frames,
         f'--control={path} has {len(maps)} depth maps, fewer than --num_frames={num_frames}; '

@@ -38,9 +38,13 @@ def write_diffusion_samples(setup, state, workdir, writer) -> None:
     generate.write_training_samples(setup, state, workdir, writer)
 
 
+def check_pixel_shape(config, *shape) -> None:
+  """`models.check_video_shape` of config.model: clips go straight into the denoiser."""
+  models.check_video_shape(config.model, *shape)
+
+
 DIFFUSION = Task(
-    model=lambda config: models.get_model(config.model),
-    check_shape=lambda config, *shape: models.check_video_shape(config.model, *shape),
+    model=lambda config: models.get_model(config.model), check_shape=check_pixel_shape,
     init_inputs=steps.example_inputs, draw=steps.draw, loss=steps.loss_fn,
     evaluate=lambda params, setup, batch, noise: steps.loss_fn(params, setup, batch, noise,
                                                                False)[0],
@@ -54,8 +58,7 @@ VAE = Task(
     write_samples=vae_task.write_reconstructions)
 
 CONTROLNET = Task(
-    model=control_task.get_model,
-    check_shape=lambda config, *shape: models.check_video_shape(config.model, *shape),
+    model=control_task.get_model, check_shape=check_pixel_shape,
     init_inputs=control_task.init_inputs, draw=steps.draw, loss=control_task.loss,
     evaluate=control_task.evaluate, write_samples=control_task.write_samples,
     trainable=controlnet.trainable, init_params=control_task.init_params)

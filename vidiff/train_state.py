@@ -23,6 +23,11 @@ class TrainState:
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                ema_params=jax.tree.map(jnp.copy, params), rng=rng)
 
+  def with_weights(self, params) -> 'TrainState':
+    """This state with params and their EMA both set to `params` (pretrained weights; the EMA
+    gets copies, so no buffer is donated twice)."""
+    return self.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+
   def step_rng(self) -> jax.Array:
     """The key of the current step: identical on every host and on resume."""
     return jax.random.fold_in(self.rng, self.step)

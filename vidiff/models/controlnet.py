@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidiff import models
+from vidiff import models, optimizer
 from vidiff.errors import check
 from vidiff.models import layers, st_transformer, unet3d
 from vidiff.models.denoiser import Denoiser
@@ -157,7 +157,5 @@ def copied(base, own, path):
   return jnp.array(base, own.dtype)  # a copy: the base and the branch never share a buffer
 
 
-def trainable(path: Sequence[str]) -> bool:
-  """Whether the parameter at `path` (its dict keys) is trained: the ControlNet's only."""
-  names = [p for p in path if p != 'params']
-  return bool(names) and names[0] == 'control'
+# Whether the parameter at `path` (its dict keys) is trained: the ControlNet's only.
+trainable = optimizer.subtree('control')
