@@ -26,14 +26,15 @@ def _config(steps: int, arg: str = 'unet3d,tiny'):
 def test_latent_model_holds_vae_scale_and_denoiser_and_decodes_in_chunks():
   config = _config(1)
   model = train.tasks.get(config).model(config)
-  z = jnp.zeros((1, 2, 4, 4, 4))
+  c = config.vae_model.latent_channels
+  z = jnp.zeros((1, 2, 4, 4, c))
   params = model.init(jax.random.PRNGKey(0), z, jnp.zeros((1,)), jnp.zeros((1, 16), jnp.int32))
   params = params['params']
   assert set(params) == {'vae', 'scale', 'denoiser'}
   video = jax.random.uniform(jax.random.PRNGKey(1), (2, 9, 16, 16, 3), minval=-1, maxval=1)
   params['scale'] = jnp.float32(0.5)
   codes = model.apply({'params': params}, video, method=latent.LatentDenoiser.encode)
-  assert codes.shape == (2, 3, 4, 4, 4)
+  assert codes.shape == (2, 3, 4, 4, c)
   unscaled = model.vae.apply({'params': params['vae']}, video, method='encode')[0]
   np.testing.assert_allclose(codes, 0.5 * unscaled, rtol=1e-6)
   whole = model.apply({'params': params}, codes, method=latent.LatentDenoiser.decode)
@@ -104,6 +105,6 @@ def test_sample_shape_is_the_latent_shape(runs):
   _, _, latent_dir, _ = runs
   from vidiff import inference  # pylint: disable=g-import-not-at-top
   setup, _ = inference.restore_setup(str(latent_dir))
-  assert generate.sample_shape(setup, 13) == (4, 4, 4, 4)
+  assert generate.sample_shape(setup, 13) == (4, 4, 4, setup.config.vae_model.latent_channels)
   with pytest.raises(UserError, match='1 \\+ 4k frames'):
     generate.sample_shape(setup, 12)

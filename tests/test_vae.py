@@ -17,7 +17,9 @@ TINY = dict(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, latent_channel
 
 @pytest.fixture(scope='module')
 def model_and_params():
-  model = vae.CausalVAE(**TINY)
+  # Every time tap random (not the 'center' init, whose past taps start at zero), so the
+  # causality tests see a model that does mix frames.
+  model = vae.CausalVAE(**TINY, conv_init='default')
   params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3)))['params']
   return model, params
 
@@ -61,6 +63,37 @@ def test_decoder_is_causal(model_and_params):
     first = max(0, 4 * j - 3)
     np.testing.assert_allclose(frames[1 + j, :first], frames[0, :first], atol=1e-6)
     assert np.abs(frames[1 + j, first] - frames[0, first]).max() > 1e-3
+
+
+@pytest.mark.parametrize('padding', ['replicate', 'zeros'])
+def test_a_still_video_stays_still_with_replicate_padding(padding):
+  """Replicate time padding: a still video encodes to equal latent frames and decodes to equal
+  frames (every conv sees the same frames at every step). Zero padding makes the first frames
+  differ: the case the padding exists to avoid."""
+  model = vae.CausalVAE(**TINY, time_padding=padding, conv_init='default')  # past taps non-zero
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3)))['params']
+  still = jnp.repeat(_video(3, (1, 1, 16, 16, 3)), 9, axis=1)
+  mean, _ = _encode(model, params, still)
+  frames = _decode(model, params, jnp.repeat(mean[:, :1], 3, axis=1))
+  latent_gap = float(jnp.abs(mean - mean[:, :1]).max())
+  frame_gap = float(jnp.abs(frames - frames[:, :1]).max())
+  if padding == 'replicate':
+    assert latent_gap < 1e-5 and frame_gap < 1e-5, (latent_gap, frame_gap)
+  else:
+    assert latent_gap > 1e-3 and frame_gap > 1e-3, (latent_gap, frame_gap)
+
+
+def test_center_init_starts_as_the_per_frame_vae():
+  """conv_init='center': only the current frame's tap is non-zero, so a fresh video VAE without
+  time compression maps every frame as the per-frame 2D VAE with the same spatial kernels does."""
+  cfg = dict(TINY, temporal_downsample=1)
+  video_model = vae.CausalVAE(**cfg)  # conv_init='center' by default
+  params = jax.jit(video_model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3)))['params']
+  image_params = jax.tree.map(lambda k: k[-1:] if k.ndim == 5 else k, params)
+  image_model = vae.image_vae(video_model)
+  x = _video(4, (2, 5, 16, 16, 3))
+  run = lambda m, p: jax.jit(lambda p, x: m.apply({'params': p}, x)[0])(p, x)
+  np.testing.assert_allclose(run(video_model, params), run(image_model, image_params), atol=1e-5)
 
 
 def test_image_round_trip(model_and_params):
@@ -156,8 +189,9 @@ def test_bad_latents_raise_clear_error(model_and_params):
     model.apply({'params': params}, jnp.zeros((1, 2, 4, 4, 3)), method=vae.CausalVAE.decode)
 
 
-def test_loss_is_finite_and_adam_reduces_it(model_and_params):
-  model, params = model_and_params
+def test_loss_is_finite_and_adam_reduces_it():
+  model = vae.CausalVAE(**{**TINY, 'groups': 1})  # the configs' recipe: one group, center init
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3)))['params']
   coarse = _video(9, (2, 5, 4, 4, 3))  # a smooth clip: learnable in a few steps
   batch = {'video': jnp.repeat(jnp.repeat(coarse, 4, axis=2), 4, axis=3)}
   tx = optax.adam(3e-3)

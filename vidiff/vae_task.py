@@ -19,7 +19,7 @@ from vidiff.models import vae, vae_losses
 
 NAMES = ('causal_vae', 'image_vae')
 FIELDS = ('channels', 'channel_mult', 'num_res_blocks', 'latent_channels', 'spatial_downsample',
-          'temporal_downsample', 'temporal_kernel', 'kl', 'groups')
+          'temporal_downsample', 'temporal_kernel', 'kl', 'groups', 'time_padding', 'conv_init')
 
 
 def get_model(model_config) -> vae.CausalVAE:

@@ -4,6 +4,7 @@ Every parameter carries logical axis names and every attention goes through `att
 so a kernel (cuDNN flash, splash) can be swapped in one place.
 """
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,16 +61,24 @@ def dense(features: int, names: tuple[str | None, str | None], *, zero_init: boo
 
 
 def conv(features: int, kernel: tuple[int, int, int], *, strides: tuple[int, int, int] = (1, 1, 1),
-         init: str = 'default', causal: bool = False, dtype: Dtype = jnp.float32,
-         name: str | None = None) -> 'Conv3D':
+         init: str = 'default', causal: bool = False, time_padding: str = 'zeros',
+         dtype: Dtype = jnp.float32, name: str | None = None) -> 'Conv3D':
   """A conv over (t, h, w) with 'SAME' (or causal-in-time) padding; kernel [t, h, w, in, out].
 
   init: 'default' (lecun normal), 'zeros', 'identity' (a temporal kernel that passes each
   frame through unchanged, for layers that must start as frame-by-frame identities), or
-  'center' (lecun normal on the centre time slice, zeros elsewhere: a full 3x3x3 conv that
-  starts out acting frame by frame like a 2D conv).
+  'center' (lecun normal on the time tap of the output's own frame, the centre one or the
+  last one when `causal`, zeros elsewhere: a full 3x3x3 conv that starts out acting frame by
+  frame like a 2D conv). time_padding: 'zeros', or 'replicate' (the edge frames are repeated,
+  as CogVideoX's causal VAE does: a still video looks the same to every frame's output).
   """
-  return Conv3D(features, tuple(kernel), tuple(strides), init, causal, dtype, name=name)
+  if time_padding not in TIME_PADDINGS:
+    raise ValueError(f'time_padding={time_padding!r}; use one of {TIME_PADDINGS}.')
+  return Conv3D(features, tuple(kernel), tuple(strides), init, causal, time_padding, dtype,
+                name=name)
+
+
+TIME_PADDINGS = ('zeros', 'replicate')
 
 
 class Conv3D(nn.Module):
@@ -84,13 +93,16 @@ class Conv3D(nn.Module):
   strides: tuple[int, int, int] = (1, 1, 1)
   initializer: str = 'default'  # see `conv`; not `init`, which would shadow Module.init
   causal: bool = False
+  time_padding: str = 'zeros'  # or 'replicate'
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    inits = {'default': nn.initializers.lecun_normal(), 'zeros': nn.initializers.zeros_init(),
-             'identity': identity_time_init, 'center': center_time_init}
     (kt, kh, kw), (st, sh, sw) = self.kernel, self.strides
+    own_tap = kt - 1 if self.causal else kt // 2
+    inits = {'default': nn.initializers.lecun_normal(), 'zeros': nn.initializers.zeros_init(),
+             'identity': identity_time_init,
+             'center': functools.partial(time_slice_init, index=own_tap)}
     b, t, h, w, c = x.shape
     kernel = self.param('kernel', partitioned(inits[self.initializer], (None, None, None, 'conv_in', 'conv_out')),
                         (kt, kh, kw, c, self.features)).astype(self.dtype)
@@ -100,6 +112,9 @@ class Conv3D(nn.Module):
     t_out = -(-t // st)
     pad_total = max((t_out - 1) * st + kt - t, 0)
     time_pad = (pad_total, 0) if self.causal else (pad_total // 2, pad_total - pad_total // 2)
+    if self.time_padding == 'replicate' and pad_total:
+      x = jnp.pad(x, ((0, 0), time_pad, (0, 0), (0, 0), (0, 0)), mode='edge')
+      t, time_pad = x.shape[1], (0, 0)
     if kt == kh == kw == 1 and st == sh == sw == 1:  # pointwise: a matmul, not a conv
       # Constrained on both sides: without it, XLA (GSPMD and Shardy) computed a wrong kernel
       # gradient for time-sharded inputs (tests/test_train.py compares gradients to 1 device).
@@ -134,11 +149,11 @@ def identity_time_init(key, shape, dtype=jnp.float32):
   return kernel.at[kt // 2, kh // 2, kw // 2].set(jnp.eye(cin, cout, dtype=dtype))
 
 
-def center_time_init(key, shape, dtype=jnp.float32):
-  """Kernel [t, h, w, in, out] with a 2D lecun-normal kernel on the centre time slice only."""
+def time_slice_init(key, shape, dtype=jnp.float32, *, index: int):
+  """Kernel [t, h, w, in, out] with a 2D lecun-normal kernel on time tap `index` only."""
   kt, kh, kw, cin, cout = shape
   spatial = nn.initializers.lecun_normal()(key, (kh, kw, cin, cout), dtype)
-  return jnp.zeros(shape, dtype).at[kt // 2].set(spatial)
+  return jnp.zeros(shape, dtype).at[index].set(spatial)
 
 
 class GroupNorm(nn.Module):

@@ -16,6 +16,7 @@ at a time, carrying each causal conv's last input frames from chunk to chunk (ex
 decode), and `decode_tiled` decodes overlapping spatial tiles and blends them linearly.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -40,6 +41,16 @@ def _log2(n: int) -> int:
   return int(n).bit_length() - 1
 
 
+@dataclasses.dataclass(frozen=True)
+class ConvStyle:
+  """How every causal conv of a VAE pads time and starts: `time_padding` 'replicate' (the first
+  frame stands in for the past, as in CogVideoX: a still video looks the same to every frame)
+  or 'zeros'; `init` 'default' (lecun normal on every tap) or 'center' (on the current frame's
+  tap only: the video VAE starts out as the per-frame 2D VAE)."""
+  time_padding: str = 'replicate'
+  init: str = 'default'
+
+
 class CausalConv(nn.Module):
   """`layers.conv`, causal in time. x: [B, T, H, W, Cin] -> [B, T', H', W', features].
 
@@ -50,17 +61,22 @@ class CausalConv(nn.Module):
   features: int
   kernel: tuple[int, int, int]
   strides: tuple[int, int, int] = (1, 1, 1)
+  style: ConvStyle = ConvStyle()
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
+    style = self.style
     conv = layers.conv(self.features, self.kernel, strides=self.strides, causal=True,
-                       dtype=self.dtype, name='conv')
+                       init=style.init, time_padding=style.time_padding, dtype=self.dtype,
+                       name='conv')
     past_len = self.kernel[0] - 1
     if past_len == 0 or not self.is_mutable_collection('cache') or self.is_initializing():
       return conv(x)
     assert self.strides[0] == 1, 'a conv carrying state between chunks must not stride time'
-    past = self.variable('cache', 'past', jnp.zeros, (x.shape[0], past_len, *x.shape[2:]), x.dtype)
+    first = lambda: (jnp.repeat(x[:, :1], past_len, axis=1) if style.time_padding == 'replicate'
+                     else jnp.zeros((x.shape[0], past_len, *x.shape[2:]), x.dtype))
+    past = self.variable('cache', 'past', first)  # the first chunk pads as a full decode does
     xp = jnp.concatenate([past.value, x], axis=1)
     past.value = xp[:, -past_len:]
     return conv(xp)[:, past_len:]
@@ -74,6 +90,7 @@ class ResBlock(nn.Module):
   features: int
   temporal_kernel: int = 3
   groups: int = 8
+  style: ConvStyle = ConvStyle()
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
@@ -81,9 +98,9 @@ class ResBlock(nn.Module):
     x = layers.constrain(x, layers.VIDEO)
     kernel = (self.temporal_kernel, 3, 3)
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm1')(x))
-    h = CausalConv(self.features, kernel, dtype=self.dtype, name='conv1')(h)
+    h = CausalConv(self.features, kernel, style=self.style, dtype=self.dtype, name='conv1')(h)
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm2')(h))
-    h = CausalConv(self.features, kernel, dtype=self.dtype, name='conv2')(h)
+    h = CausalConv(self.features, kernel, style=self.style, dtype=self.dtype, name='conv2')(h)
     if x.shape[-1] != self.features:
       x = layers.conv(self.features, (1, 1, 1), dtype=self.dtype, name='skip')(x)
     return x + h
@@ -112,14 +129,16 @@ class Encoder(nn.Module):
   time_strides: Sequence[bool]
   temporal_kernel: int = 3
   groups: int = 8
+  style: ConvStyle = ConvStyle()
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     kernel = (self.temporal_kernel, 3, 3)
-    conv = lambda ch, name, strides=(1, 1, 1): CausalConv(ch, kernel, strides, self.dtype,
-                                                          name=name)
-    block = lambda ch, name: ResBlock(ch, self.temporal_kernel, self.groups, self.dtype, name=name)
+    conv = lambda ch, name, strides=(1, 1, 1): CausalConv(ch, kernel, strides, self.style,
+                                                          self.dtype, name=name)
+    block = lambda ch, name: ResBlock(ch, self.temporal_kernel, self.groups, self.style,
+                                      self.dtype, name=name)
     h = conv(self.channels * self.channel_mult[0], 'conv_in')(x)
     for lvl, mult in enumerate(self.channel_mult):
       for i in range(self.num_res_blocks):
@@ -145,13 +164,15 @@ class Decoder(nn.Module):
   time_strides: Sequence[bool]
   temporal_kernel: int = 3
   groups: int = 8
+  style: ConvStyle = ConvStyle()
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z, first: bool = True):
     kernel = (self.temporal_kernel, 3, 3)
-    conv = lambda ch, name: CausalConv(ch, kernel, dtype=self.dtype, name=name)
-    block = lambda ch, name: ResBlock(ch, self.temporal_kernel, self.groups, self.dtype, name=name)
+    conv = lambda ch, name: CausalConv(ch, kernel, style=self.style, dtype=self.dtype, name=name)
+    block = lambda ch, name: ResBlock(ch, self.temporal_kernel, self.groups, self.style,
+                                      self.dtype, name=name)
     h = conv(self.channels * self.channel_mult[-1], 'conv_in')(z)
     h = block(h.shape[-1], 'mid_res_0')(h)
     h = block(h.shape[-1], 'mid_res_1')(h)
@@ -183,6 +204,8 @@ class CausalVAE(nn.Module):
   temporal_kernel: int = 3
   kl: bool = True
   groups: int = 8
+  time_padding: str = 'replicate'
+  conv_init: str = 'center'
   out_channels: int = 3
   dtype: layers.Dtype = jnp.float32
 
@@ -193,7 +216,8 @@ class CausalVAE(nn.Module):
     strides = tuple(i >= levels - time_levels for i in range(levels))
     shared = dict(channels=self.channels, channel_mult=tuple(self.channel_mult),
                   num_res_blocks=self.num_res_blocks, time_strides=strides,
-                  temporal_kernel=self.temporal_kernel, groups=self.groups, dtype=self.dtype)
+                  temporal_kernel=self.temporal_kernel, groups=self.groups,
+                  style=ConvStyle(self.time_padding, self.conv_init), dtype=self.dtype)
     moments = self.latent_channels * (2 if self.kl else 1)
     self.encoder = Encoder(out_channels=moments, **shared)
     self.decoder = Decoder(out_channels=self.out_channels, **shared)
@@ -211,6 +235,10 @@ class CausalVAE(nn.Module):
     _check(self.temporal_kernel >= 1 and (self.temporal_kernel > 1 or t == 1),
            f'vae temporal_kernel={self.temporal_kernel} with temporal_downsample={t}: a per-frame '
            f'(temporal_kernel=1) VAE cannot downsample time; set temporal_downsample=1.')
+    _check(self.time_padding in layers.TIME_PADDINGS,
+           f'vae time_padding={self.time_padding!r}; use one of {layers.TIME_PADDINGS}.')
+    _check(self.conv_init in ('default', 'center'),
+           f"vae conv_init={self.conv_init!r}; use 'default' or 'center'.")
 
   def check_video(self, shape: Sequence[int]) -> None:
     """Raises VAEError naming the fix unless a video of `shape` [B, T, H, W, C] can be encoded."""
