@@ -48,7 +48,7 @@ class ConvStyle:
   or 'zeros'; `init` 'default' (lecun normal on every tap) or 'center' (on the current frame's
   tap only: the video VAE starts out as the per-frame 2D VAE)."""
   time_padding: str = 'replicate'
-  init: str = 'default'
+  init: str = 'center'
 
 
 class CausalConv(nn.Module):
