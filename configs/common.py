@@ -128,8 +128,9 @@ def base_config() -> ml_collections.ConfigDict:
       device_prefetch=2,  # batches put on the mesh ahead of the step
       folder=dict(path='', eval_path=''),  # eval_path '': evaluate on the train folder
       tfds=dict(name='', data_dir='', split='train', eval_split=''),
+      # travel: the range of the free space a 'constant' object crosses over the video.
       synthetic=dict(num_videos=100_000, eval_videos=32, length=32, max_objects=1,
-                     motion='constant'),
+                     motion='constant', travel=(0.5, 0.8)),
       camera=dict(num_videos=100_000, eval_videos=32, length=32, min_boxes=2, max_boxes=3,
                   travel=8.0),
       # Batches also hold 'depth' [B, T, H, W] in [0, 1] (0 nearest): the ControlNet's control
@@ -154,7 +155,8 @@ def base_config() -> ml_collections.ConfigDict:
       max_nonfinite_steps=10))  # stop after this many skipped (NaN/Inf) steps in a row
   c.sample = ml_collections.ConfigDict(dict(
       num_prompts=8, sampler='ddim', steps=50, guidance=3.0, eta=0.0, fps=8, seed=0,
-      batch_size=8))
+      batch_size=8,
+      first_frame=False))  # two stages: a clip, then the video continuing its first frame
   # Video metrics (FVD, frame/temporal FID, warping error, flow consistency) of `num_videos`
   # samples for held-out captions against those clips, every `every` steps (0 = off); I3D
   # sees frames at `resolution` (224 is the standard FVD input).

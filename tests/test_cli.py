@@ -77,6 +77,15 @@ def test_train_sharded_resume_and_sample(tmp_path):
   assert len(frames) == 10 and not (tmp_path / 'i2v_grid.png').exists()
   assert frames[0, ..., 0].mean() > 200 and frames[0, ..., 1:].mean() < 60  # red, as given
 
+  result = run('vidiff.motion_probe', f'--workdir={workdir}', '--num_videos=4', '--levels=0.5,1')
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert re.search(r'^\| 1 \| 0\.000 \| -?[\d.]+ \| -?[\d.]+ \| [\d.]+ \|$', result.stdout,
+                   re.M), result.stdout
+  probe = json.loads((workdir / 'motion_probe.json').read_text())
+  assert probe['step'] == 6 and [r['t'] for r in probe['rows']] == [0.5, 1.0]
+  assert_one_line_error(run('vidiff.motion_probe', f'--workdir={workdir}', '--levels=2'),
+                        '--levels', '[0, 1]')
+
   (tmp_path / 'bad.png').write_bytes(b'not an image')
   for args, fragments in [
       (['--num_frames=3', '--chunk_frames=4'], ['num_frames=3', 'smaller than one chunk']),

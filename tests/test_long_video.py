@@ -1,6 +1,8 @@
 """Long videos: chunk layout, exact splicing at chunk boundaries, window fusion, FreeNoise, and
 `generate` (seeds, image-to-video, one compile per shape)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,3 +173,32 @@ def test_every_sampler_runs_the_model(tiny_setup):
     video = generate.generate(setup, params, ['a red circle moving left'],
                               generate.Options(num_frames=4, steps=2, sampler=name), progress=False)
     assert video.shape == (1, 4, 16, 16, 3)
+
+
+def test_first_frame_sampling_continues_the_first_frame_of_a_sampled_clip(tiny_setup):
+  """Two stages: a training-length clip per prompt, then the video given its first frame."""
+  setup, params = tiny_setup
+  prompts = ['a red circle moving left', 'a blue square moving up']
+  options = generate.Options(num_frames=6, steps=2, seed=1, first_frame=True)
+  videos = generate.generate(setup, params, prompts, options, progress=False)
+  clips = generate.generate(setup, params, prompts,
+                            dataclasses.replace(options, first_frame=False, num_frames=4),
+                            progress=False)  # stage 1: the tiny config's 4-frame clips
+  np.testing.assert_array_equal(videos[:, 0], clips[:, 0])
+  again = generate.generate(setup, params, prompts, dataclasses.replace(options, first_frame=False),
+                            clips[:, 0].astype(np.float32) / 127.5 - 1., progress=False)
+  np.testing.assert_array_equal(videos, again)
+  prob, setup.config.diffusion.context.prob = setup.config.diffusion.context.prob, 0.
+  try:
+    with pytest.raises(UserError, match='context frames'):
+      generate.generate(setup, params, prompts, options, progress=False)
+  finally:
+    setup.config.diffusion.context.prob = prob
+
+
+def test_default_splice_overlap_is_at_most_the_context_frames_the_model_learned():
+  options = generate.Options(num_frames=20)
+  assert options.overlap_frames(8) == 2 and options.overlap_frames(8, max_context=1) == 1
+  assert options.overlap_frames(8, max_context=4) == 2 and options.overlap_frames(2) == 1
+  assert generate.Options(num_frames=20, long_mode='window').overlap_frames(8, 1) == 4
+  assert generate.Options(num_frames=20, overlap=3).overlap_frames(8, max_context=1) == 3

@@ -76,9 +76,10 @@ def test_pickle_round_trips():
                                   ds.read(i, np.arange(8))['video'])
 
 
-@pytest.mark.parametrize('resolution', [16, 32, 64])
-def test_constant_objects_stay_inside_and_travel_the_specified_distance(resolution):
-  config = SyntheticConfig(resolution=resolution, max_objects=2)
+@pytest.mark.parametrize('resolution,travel', [(16, (0.5, 0.8)), (32, (0.5, 0.8)),
+                                               (64, (0.5, 0.8)), (32, (0.25, 0.35))])
+def test_constant_objects_stay_inside_and_travel_the_specified_distance(resolution, travel):
+  config = SyntheticConfig(resolution=resolution, max_objects=2, travel=travel)
   ds = SyntheticVideos(100, 0, config)
   frames = np.arange(config.length)
   for i in range(len(ds)):
@@ -87,8 +88,8 @@ def test_constant_objects_stay_inside_and_travel_the_specified_distance(resoluti
     for obj, p in zip(scene.objects, pos):
       assert np.all(p >= 0) and np.all(p + obj.size <= resolution)
       free = resolution - obj.size
-      travel = np.abs(p[-1] - p[0]).max()
-      assert 0.5 * free - 1 <= travel <= 0.8 * free + 1
+      distance = np.abs(p[-1] - p[0]).max()
+      assert config.travel[0] * free - 1 <= distance <= config.travel[1] * free + 1
       assert np.all(p == p[0], axis=0).sum() == 1  # moves along exactly one axis
       step = np.sign(np.diff(p, axis=0)).sum(axis=0)
       assert np.all(np.sign(step) == np.array(DIRECTIONS[obj.direction]))
@@ -233,6 +234,7 @@ def test_example_prompts():
 @pytest.mark.parametrize('field,value', [
     ('resolution', 8), ('resolution', 32.0), ('length', 1), ('max_objects', 3),
     ('motion', 'zigzag'), ('min_size', 0.0), ('max_size', 0.6), ('min_size', 0.4),
+    ('travel', (0.5,)), ('travel', (0.8, 0.5)), ('travel', (0.0, 0.5)), ('travel', (0.5, 1.5)),
 ])
 def test_bad_config_raises(field, value):
   with pytest.raises(ValueError, match=field):

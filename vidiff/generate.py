@@ -28,10 +28,15 @@ LONG_MODES = ('splice', 'window')
 class Options:
   """How to sample. chunk_frames: frames per forward pass (default: the training clip length,
   or num_frames if smaller); overlap: frames shared by neighbouring chunks/windows (default
-  chunk/4 for splice, chunk/2 for window); freenoise: FreeNoise noise rescheduling;
+  chunk/4 for splice, at most the model's `diffusion.context.max_frames`, chunk/2 for window);
+  freenoise: FreeNoise noise rescheduling;
   reconstruction: weight of reconstruction guidance towards known frames (0: give them to the
   model as clean context frames if it was trained with them, else replacement only);
-  control_scale: strength of a ControlNet's control stream (0: the base model)."""
+  control_scale: strength of a ControlNet's control stream (0: the base model);
+  first_frame: sample in two stages, as Emu Video factorizes text-to-video (Girdhar et al. 2023,
+  arXiv:2311.10709): a clip for the prompt, then the video again with that clip's first frame
+  given clean, which a model trained with context frames continues the way the prompt says.
+  Twice the sampling time."""
   num_frames: int
   sampler: str = 'ddim'
   steps: int = 50
@@ -45,22 +50,34 @@ class Options:
   freenoise: bool = False
   reconstruction: float = 0.0
   control_scale: float = 1.0
+  first_frame: bool = False
 
   def chunk(self, train_frames: int, frames: int | None = None) -> int:
     """Frames per forward pass for videos of `frames` (default num_frames) sampled frames."""
     return self.chunk_frames or min(train_frames, frames or self.num_frames)
 
-  def overlap_frames(self, chunk: int) -> int:
+  def overlap_frames(self, chunk: int, max_context: int = 0) -> int:
+    """`overlap`, else chunk/4 for splice (at most `max_context` > 0, the clean frames the model
+    learned to continue) and chunk/2 for window."""
     if self.overlap is not None:
       return self.overlap
-    return max(1, chunk // 4) if self.long_mode == 'splice' else chunk // 2
+    if self.long_mode == 'window':
+      return chunk // 2
+    return min(max(1, chunk // 4), max_context or chunk)
+
+
+def overlap_of(setup, options: Options, chunk: int) -> int:
+  """Frames neighbouring chunks or windows share (`Options.overlap_frames` for this model)."""
+  context = setup.config.diffusion.context
+  return options.overlap_frames(chunk, context.max_frames if context.prob > 0 else 0)
 
 
 def options_from_config(cfg, **overrides) -> Options:
   """The config's `sample` settings (training clip length as num_frames), then `overrides`."""
   s = cfg.sample
   base = dict(num_frames=cfg.data.num_frames, sampler=s.sampler, steps=s.steps,
-              guidance=s.guidance, eta=s.eta, seed=s.seed, batch_size=s.batch_size)
+              guidance=s.guidance, eta=s.eta, seed=s.seed, batch_size=s.batch_size,
+              first_frame=s.get('first_frame', False))
   return Options(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -122,7 +139,7 @@ def initial_noise(keys: np.ndarray, shape) -> np.ndarray:
 def generate(setup, params, prompts, options: Options, init_image: np.ndarray | None = None,
              progress: bool = True, control: np.ndarray | None = None) -> np.ndarray:
   """Samples one video per prompt. init_image: float [H, W, 3] in [-1, 1], the first frame of
-  every video. control: float [N, num_frames, H, W, C], each video's control stream for a
+  every video, or [N, H, W, 3], one per video (with `options.first_frame`, sampled). control: float [N, num_frames, H, W, C], each video's control stream for a
   ControlNet model (`controlnet.depth_hint`; long videos take each chunk's frames of it).
   A latent model samples latents (chunk_frames and overlap count latent frames) and decodes
   them. Returns uint8 [N, num_frames, H, W, 3]."""
@@ -134,7 +151,7 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   shape = sample_shape(setup, options.num_frames)
   frames, train_frames = shape[0], sample_shape(setup, cfg.data.num_frames)[0]
   chunk = options.chunk(train_frames, frames)
-  overlap = options.overlap_frames(chunk) if frames > chunk else 0  # one chunk: nothing shared
+  overlap = overlap_of(setup, options, chunk) if frames > chunk else 0  # one chunk: none shared
   long_video.check_chunks(frames, chunk, overlap)
   models.check_video_shape(cfg.model, chunk, shape[1],
                            frames_name='chunk_frames (per forward pass)')
@@ -142,6 +159,10 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   check_control(setup, control, (len(prompts), frames, res, res), mode)
   check(init_image is None or not latent.is_latent(setup.model),
         'init_image (image-to-video) is not supported for latent diffusion models yet.')
+  if options.first_frame and init_image is None:
+    return generate(setup, params, prompts, options, first_frames(setup, params, prompts, options,
+                                                                  progress, control),
+                    progress, control)
   decode = to_video_fn(setup, max(1, train_frames - 1))
   fn = sampler_fn(setup, options, window=(chunk, chunk - overlap) if mode == 'window' else None)
 
@@ -187,6 +208,22 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
       videos = sample_part(part_noise, part_known, mask)
     out.append(video_io.to_uint8(decode(params, videos, by_batch))[:len(prompts) - start])
   return np.concatenate(out)[:len(prompts)]
+
+
+def first_frames(setup, params, prompts, options: Options, progress: bool = True,
+                 control: np.ndarray | None = None) -> np.ndarray:
+  """The first stage of `Options.first_frame`: float [N, H, W, 3] in [-1, 1], the first frame of
+  a training-length clip sampled for each prompt."""
+  check(not latent.is_latent(setup.model),
+        'first_frame sampling is not supported for latent diffusion models yet; sample without it.')
+  check(setup.config.diffusion.context.prob > 0,
+        'first_frame sampling continues a sampled first frame, which needs a model trained with '
+        'context frames (diffusion.context.prob > 0); sample without it.')
+  frames = min(options.num_frames, setup.config.data.num_frames)
+  stage = dataclasses.replace(options, first_frame=False, num_frames=frames)
+  clips = generate(setup, params, prompts, stage, progress=progress,
+                   control=None if control is None else control[:, :frames])
+  return clips[:, 0].astype(np.float32) / 127.5 - 1.
 
 
 def sample_shape(setup, num_frames: int) -> tuple[int, int, int, int]:

@@ -38,11 +38,14 @@ flags.DEFINE_enum('long_mode', 'splice', list(generate.LONG_MODES),
                   'Videos longer than a chunk: splice chunks, or fuse sliding windows.')
 flags.DEFINE_integer('chunk_frames', None, 'Frames per forward pass (default: training clip length).')
 flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring chunks/windows '
-                     '(default: chunk/4 for splice, chunk/2 for window).')
+                     '(default: chunk/4 for splice, at most the context frames the model was trained '
+                     'with; chunk/2 for window).')
 flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long videos.')
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
                    '(chunk overlaps, --init_image); 0 (default): clean context frames.')
 flags.DEFINE_string('init_image', None, 'Image file that becomes the first frame (image-to-video).')
+flags.DEFINE_bool('first_frame', None, 'Sample a clip, then the video continuing its first frame '
+                  '(two stages; default: config.sample.first_frame).')
 flags.DEFINE_string('control', None, 'ControlNet workdirs: depth maps, a .npy [T, H, W] or a '
                     'video of grey maps (black nearest), one per frame.')
 flags.DEFINE_float('control_scale', None, 'Strength of the control (default 1; 0: the base model).')
@@ -86,7 +89,7 @@ def main(argv):
       guidance=FLAGS.guidance, eta=FLAGS.eta, seed=FLAGS.seed,
       batch_size=min(len(FLAGS.prompt), 8), long_mode=FLAGS.long_mode,
       chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, freenoise=FLAGS.freenoise,
-      reconstruction=FLAGS.reconstruction)
+      reconstruction=FLAGS.reconstruction, first_frame=FLAGS.first_frame)
   videos = generate.generate(setup, state.ema_params, FLAGS.prompt, options, init_image=init,
                              control=control)
   for prompt, video, path in zip(FLAGS.prompt, videos, paths):

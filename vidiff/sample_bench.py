@@ -115,7 +115,7 @@ def seam_rows(setup, params, prompts, num_frames: int, steps: int,
   reconstruction guidance) and by sliding windows, at the same boundaries."""
   cfg = setup.config
   chunk = cfg.data.num_frames
-  splice_overlap = generate.Options(num_frames=num_frames).overlap_frames(chunk)
+  splice_overlap = generate.overlap_of(setup, generate.Options(num_frames=num_frames), chunk)
   starts = long_video.chunk_starts(num_frames, chunk, splice_overlap)
   boundaries = [s + chunk for s in starts[:-1]]  # where each next chunk's new frames begin
   rows = []
@@ -130,7 +130,7 @@ def seam_rows(setup, params, prompts, num_frames: int, steps: int,
     seam, inside, ratio = seam_ratio(frame_differences(videos), boundaries)
     rows.append(dict(mode=mode + (' + freenoise' if freenoise else '') +
                      (f' + reconstruction guidance {weight:g}' if weight else ''),
-                     overlap=options.overlap_frames(chunk),
+                     overlap=generate.overlap_of(setup, options, chunk),
                      seam_diff=seam, inside_diff=inside, ratio=ratio,
                      warp_ratio=seam_ratio(warping_errors(videos), boundaries)[2], wall_s=wall))
   return rows

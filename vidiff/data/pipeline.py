@@ -53,7 +53,8 @@ def make_source(data_config, split: str):
                                      travel=cfg.travel)
     return camera_scene.CameraVideos(count, seed, spec)
   spec = synthetic.SyntheticConfig(resolution=data_config.resolution, length=length,
-                                   max_objects=cfg.max_objects, motion=cfg.motion)
+                                   max_objects=cfg.max_objects, motion=cfg.motion,
+                                   travel=tuple(cfg.travel))
   return synthetic.SyntheticVideos(count, seed, spec)
 
 

@@ -68,6 +68,8 @@ class SyntheticConfig:
   motion: str = 'constant'  # 'constant' | 'bounce'
   min_size: float = 0.25  # object bounding-box side as a fraction of resolution
   max_size: float = 0.35
+  travel: tuple[float, float] = CONSTANT_TRAVEL  # range of the free space a constant motion
+  # crosses over the video: the smaller, the less an object's position says where it goes
 
   def __post_init__(self):
     if not _is_int(self.resolution) or self.resolution < 16:
@@ -83,6 +85,9 @@ class SyntheticConfig:
       raise ValueError(f'SyntheticConfig.min_size and max_size must satisfy '
                        f'0 < min_size <= max_size <= 0.5, got min_size={self.min_size!r}, '
                        f'max_size={self.max_size!r}.')
+    if len(self.travel) != 2 or not 0 < self.travel[0] <= self.travel[1] <= 1:
+      raise ValueError(f'SyntheticConfig.travel must be (low, high) with 0 < low <= high <= 1, '
+                       f'got {self.travel!r}.')
     if round(self.min_size * self.resolution) < MIN_OBJECT_PIXELS:
       raise ValueError(f'SyntheticConfig.min_size * resolution must be at least '
                        f'{MIN_OBJECT_PIXELS} pixels, got {self.min_size} * {self.resolution}; '
@@ -159,7 +164,7 @@ def _sample_object(rng: np.random.Generator, config: SyntheticConfig, color: str
   direction = list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
   free = res - size  # the sprite's top-left corner ranges over [0, free] on each axis
   if config.motion == 'constant':
-    travel = rng.uniform(*CONSTANT_TRAVEL) * free
+    travel = rng.uniform(*config.travel) * free
     room = free - travel  # start so that the whole path stays in [0, free]
   else:
     travel = rng.uniform(*BOUNCE_TRAVEL) * free

@@ -1,0 +1,81 @@
+"""The motion probe on known cases: a blob that moves a known number of pixels, a predictor that
+ignores the prompt and one that follows it."""
+
+import numpy as np
+import pytest
+
+from vidiff import motion_probe
+from vidiff.diffusion import schedules
+
+
+def moving_square(direction, travel: float, frames=5, size=24) -> np.ndarray:
+  """A 4x4 white square on black, from the centre `travel` px along `direction` over the
+  clip, float [frames, size, size, 3] in [-1, 1] (whole-pixel steps)."""
+  video = -np.ones((frames, size, size, 3), np.float32)
+  for k in range(frames):
+    dx, dy = (np.asarray(direction) * travel * k / (frames - 1)).round().astype(int)
+    y, x = size // 2 - 2 + dy, size // 2 - 2 + dx
+    video[k, y:y + 4, x:x + 4] = 1.
+  return video
+
+
+def test_captions_reverse_and_name_their_direction():
+  assert motion_probe.reversed_caption('a red circle moving left') == 'a red circle moving right'
+  assert (motion_probe.reversed_caption('a blue square bouncing up and a red circle moving right')
+          == 'a blue square bouncing down and a red circle moving left')
+  np.testing.assert_array_equal(motion_probe.direction_of('a cyan triangle moving up'), [0, -1])
+  with pytest.raises(ValueError, match='does not parse'):
+    motion_probe.reversed_caption('a cat walking left')
+
+
+def test_drift_is_the_displacement_along_the_direction():
+  videos = np.stack([moving_square((1, 0), 8), moving_square((0, -1), 4),
+                     moving_square((1, 0), 8)])
+  directions = np.array([[1, 0], [0, -1], [-1, 0]], np.float32)
+  np.testing.assert_allclose(motion_probe.drift(videos, directions), [8, 4, -8], atol=1e-3)
+
+
+def test_probe_tells_a_prompt_follower_from_a_copier():
+  captions = ['a red square moving left', 'a red square moving down', 'a red square moving up']
+  clips = np.stack([moving_square(motion_probe.direction_of(c), 6) for c in captions])
+  schedule = schedules.Schedule('cosine')
+
+  def copier(x_t, t, prompts):  # the clean clips, whatever the prompt says
+    del x_t, t, prompts
+    return clips
+
+  def follower(x_t, t, prompts):  # moves the way each prompt says
+    del x_t, t
+    return np.stack([moving_square(motion_probe.direction_of(p), 6) for p in prompts])
+
+  levels = [0.5, 1.0]
+  for row in motion_probe.probe(copier, clips, captions, levels, schedule):
+    assert row['true'] == pytest.approx(6, abs=1e-3) and row['reversed'] == row['true']
+    assert row['true_gt_reversed'] == 0.
+  rows = motion_probe.probe(follower, clips, captions, levels, schedule)
+  assert [r['t'] for r in rows] == levels and rows[1]['alpha'] < 1e-3 < rows[0]['alpha']
+  for row in rows:
+    assert row['true'] == pytest.approx(6, abs=1e-3)
+    assert row['reversed'] == pytest.approx(-6, abs=1e-3) and row['true_gt_reversed'] == 1.
+  table = motion_probe.table(rows, 6.)
+  assert '| clips | | 6.00 | | |' in table and '| 1 | 0.000 | 6.00 | -6.00 | 1.00 |' in table
+
+
+def test_context_frames_are_given_clean_at_level_zero_and_kept():
+  captions = ['a red square moving right'] * 2
+  clips = np.stack([moving_square((1, 0), 6)] * 2)
+  seen = []
+
+  def still(x_t, t, prompts):  # predicts every frame as the square at the centre (frame 0)
+    del prompts
+    seen.append((np.asarray(x_t), np.asarray(t)))
+    return np.broadcast_to(clips[:, :1], clips.shape)
+
+  rows = motion_probe.probe(still, clips, captions, [0.9], schedules.Schedule('cosine'),
+                            context=2)
+  x_t, t = seen[0]
+  np.testing.assert_array_equal(t[:, :2], 0.)
+  np.testing.assert_allclose(t[:, 2:], 0.9)
+  np.testing.assert_array_equal(x_t[:, :2], clips[:, :2])
+  assert not np.allclose(x_t[:, 2:], clips[:, 2:])
+  assert rows[0]['true'] == pytest.approx(0, abs=1e-3)  # frame 0 kept = still at the centre
