@@ -4,7 +4,8 @@ r"""Quickstart: a tiny text-to-video model on synthetic moving shapes, on CPU in
 
 Arguments choose the backbone and size: `configs/quickstart.py:unet3d` (default),
 `configs/quickstart.py:st_transformer`, `configs/quickstart.py:unet3d,tiny` (seconds; what the
-tests use); `motion=0` leaves out the recipe that teaches motion from the prompt. Sharded on 8 CPU devices:
+tests use); `motion=0` leaves out the recipe that teaches motion from the prompt. Sharded on 8
+CPU devices:
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m vidiff.main \
     --config=configs/quickstart.py --workdir=/tmp/vq8 \

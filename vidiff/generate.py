@@ -139,8 +139,9 @@ def initial_noise(keys: np.ndarray, shape) -> np.ndarray:
 def generate(setup, params, prompts, options: Options, init_image: np.ndarray | None = None,
              progress: bool = True, control: np.ndarray | None = None) -> np.ndarray:
   """Samples one video per prompt. init_image: float [H, W, 3] in [-1, 1], the first frame of
-  every video, or [N, H, W, 3], one per video (with `options.first_frame`, sampled). control: float [N, num_frames, H, W, C], each video's control stream for a
-  ControlNet model (`controlnet.depth_hint`; long videos take each chunk's frames of it).
+  every video, or [N, H, W, 3], one per video (with `options.first_frame`, sampled). control:
+  float [N, num_frames, H, W, C], each video's control stream for a ControlNet model
+  (`controlnet.depth_hint`; long videos take each chunk's frames of it).
   A latent model samples latents (chunk_frames and overlap count latent frames) and decodes
   them. Returns uint8 [N, num_frames, H, W, 3]."""
   cfg = setup.config

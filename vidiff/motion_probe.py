@@ -94,8 +94,8 @@ def probe(predict, clips, captions, levels, schedule, seed: int = 0,
 
 def table(rows: list[dict], real_drift: float) -> str:
   """The probe's rows as a markdown table, the clips' own drift first."""
-  lines = ['| t | alpha | drift, true caption (px) | drift, reversed caption (px) | true > reversed |',
-           '|---:|---:|---:|---:|---:|',
+  lines = ['| t | alpha | drift, true caption (px) | drift, reversed caption (px) '
+           '| true > reversed |', '|---:|---:|---:|---:|---:|',
            f'| clips | | {real_drift:.2f} | | |']
   lines += [f'| {r["t"]:g} | {r["alpha"]:.3f} | {r["true"]:.2f} | {r["reversed"]:.2f} | '
             f'{r["true_gt_reversed"]:.2f} |' for r in rows]

@@ -38,8 +38,8 @@ flags.DEFINE_enum('long_mode', 'splice', list(generate.LONG_MODES),
                   'Videos longer than a chunk: splice chunks, or fuse sliding windows.')
 flags.DEFINE_integer('chunk_frames', None, 'Frames per forward pass (default: training clip length).')
 flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring chunks/windows '
-                     '(default: chunk/4 for splice, at most the context frames the model was trained '
-                     'with; chunk/2 for window).')
+                     '(default: chunk/4 for splice, at most the context frames the model was '
+                     'trained with; chunk/2 for window).')
 flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long videos.')
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
                    '(chunk overlaps, --init_image); 0 (default): clean context frames.')
