@@ -74,8 +74,8 @@ print(f'smoke: {SMOKE}; devices: {jax.devices()}')
 # ## A trained model
 #
 # Splicing conditions each new chunk on the frames it shares with the previous one, given to
-# the model as clean frames. The quickstart config trains for that: a quarter of its clips
-# (`diffusion.context.prob`) come with their first 1-4 frames clean and left out of the loss.
+# the model as clean frames. The quickstart config trains for that: 80% of its clips
+# (`diffusion.context.prob`) come with their first frame clean and left out of the loss.
 
 # %%
 if not SMOKE and (pathlib.Path('vidiff_quickstart') / 'checkpoints').exists():
@@ -99,7 +99,8 @@ print(f'model from {WORKDIR} at step {int(state.step)}: {setup.config.model.name
 # %% [markdown]
 # ## Sample long videos, two ways
 #
-# - `splice`: chunks of `CHUNK` frames; each shares `overlap` (default chunk/4) frames with the
+# - `splice`: chunks of `CHUNK` frames; each shares `overlap` (default chunk/4, at most the
+#   context frames the model learned to continue: 1 for the quickstart) frames with the
 #   one before, kept exactly, and the last chunk ends at the last frame, so every chunk has the
 #   same shape and the sampler compiles once.
 # - `window`: every denoising step runs over windows of `CHUNK` frames with stride
@@ -113,7 +114,7 @@ for mode in generate.LONG_MODES:
   options = generate.options_from_config(setup.config, num_frames=NUM_FRAMES, steps=STEPS,
                                          long_mode=mode)
   videos[mode] = generate.generate(setup, state.ema_params, prompts, options)
-  print(mode, videos[mode].shape, f'overlap {options.overlap_frames(CHUNK)}')
+  print(mode, videos[mode].shape, f'overlap {generate.overlap_of(setup, options, CHUNK)}')
 
 # %%
 for mode, clips in videos.items():
@@ -140,7 +141,7 @@ notebook.show_image(video_io.grid(first.reshape(rows, 16, *first.shape[1:])))
 # does not count coherent motion as change. Sliding windows are measured at the same pairs.
 
 # %%
-overlap = generate.Options(num_frames=NUM_FRAMES).overlap_frames(CHUNK)
+overlap = generate.overlap_of(setup, generate.Options(num_frames=NUM_FRAMES), CHUNK)
 starts = long_video.chunk_starts(NUM_FRAMES, CHUNK, overlap)
 boundaries = [s + CHUNK for s in starts[:-1]]  # first new frame of each next chunk
 fig, ax = plt.subplots(figsize=(9, 3.5))
