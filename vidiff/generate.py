@@ -224,7 +224,7 @@ def first_frames(setup, params, prompts, options: Options, progress: bool = True
   stage = dataclasses.replace(options, first_frame=False, num_frames=frames)
   clips = generate(setup, params, prompts, stage, progress=progress,
                    control=None if control is None else control[:, :frames])
-  return clips[:, 0].astype(np.float32) / 127.5 - 1.
+  return pipeline.as_float(clips[:, 0])
 
 
 def sample_shape(setup, num_frames: int) -> tuple[int, int, int, int]:
