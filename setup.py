@@ -36,6 +36,8 @@ EXTRAS_REQUIRE = {
             # tests/test_colabs.py: run the colabs/ notebooks from their jupytext sources
             'jupytext>=1.16,<2', 'nbformat>=5.9,<6', 'nbclient>=0.10,<0.12', 'ipykernel>=6.29,<8'],
     'gcs': GCS,
+    # vidiff.bench's peer: video-diffusion-pytorch's Unet3D train step on torch (CPU)
+    'bench': ['torch>=2.4,<3', 'video-diffusion-pytorch==0.7.0'],
     'gpu': ['jax[cuda12]~=0.10.2', *GCS],
     'tpu': ['jax[tpu]~=0.10.2', *GCS],
 }

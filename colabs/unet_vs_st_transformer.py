@@ -20,12 +20,16 @@
 # (2+1)D convs (`unet3d-2plus1d`), and the ST-Transformer with factorized (`st-factorized`) or
 # joint space-time attention (`st-joint`). Per variant: train-step compile time, step time,
 # FLOPs (XLA's cost analysis), MFU, peak memory and sampling time; then how step time and memory
-# grow with the number of frames and with resolution; then (`cpu-small`, `gpu`) a short
-# training of one model per family for the same seconds of compute.
+# grow with the number of frames and with resolution, and MFU with the ST-Transformer's width;
+# on CPU, video-diffusion-pytorch's U-Net beside vidiff's when `pip install -e ".[bench]"` put
+# it there.
 #
-# The default here is the `cpu-small` preset (about 9 minutes on a 2-core CPU runtime). On a
-# GPU or TPU runtime set `PRESET = 'gpu'` (sizes small and base in bf16, resolution up to 256,
-# FVD; much longer). `VIDIFF_SMOKE=1` runs the `tiny` preset (two variants, small shapes).
+# The default here is the `cpu-small` preset (about 9 minutes on a 2-core CPU runtime).
+# `PRESET = 'cpu-quality'` trains one model per family for the same 4 minutes of train steps
+# and scores their samples (prompt adherence, FVD, warping error; about 13 minutes). On a GPU or
+# TPU runtime set `PRESET = 'gpu'` (sizes small and base in bf16, resolution up to 256, and
+# the equal-compute training with FVD; much longer). `VIDIFF_SMOKE=1` runs the `tiny` preset
+# (two variants, small shapes).
 
 # %%
 # In Colab: fetch vidiff and install it with the JAX build for this runtime (CPU, GPU or TPU).
@@ -61,7 +65,7 @@ from IPython.display import Image, Markdown, display
 from configs import bench as bench_configs
 from vidiff import bench
 
-PRESET = 'tiny' if SMOKE else 'cpu-small'  # or 'gpu' on a GPU / TPU runtime
+PRESET = 'tiny' if SMOKE else 'cpu-small'  # or 'cpu-quality'; 'gpu' on a GPU / TPU runtime
 OUT = pathlib.Path('vidiff_bench').resolve()
 print(f'smoke: {SMOKE}; preset: {PRESET}; devices: {jax.devices()}; output: {OUT}')
 
@@ -70,7 +74,8 @@ print(f'smoke: {SMOKE}; preset: {PRESET}; devices: {jax.devices()}; output: {OUT
 # ## The preset
 #
 # Presets live in `configs/bench/`: which variants and model sizes, the clip shape and batch of
-# the train-step row, the frame and resolution sweeps, and the equal-compute quality run.
+# the train-step row, the frame, resolution and width sweeps, the peer, and the equal-compute
+# quality run.
 
 # %%
 config = bench_configs.get_config(PRESET)

@@ -8,7 +8,7 @@ import pytest
 
 from configs import bench as bench_configs
 from configs.bench import variants
-from vidiff import bench
+from vidiff import bench, bench_peer
 from vidiff.errors import UserError
 
 STEP_KEYS = ('frames', 'resolution', 'batch_size', 'compile_s', 'step_ms', 'clips_per_s',
@@ -60,6 +60,21 @@ def test_json_schema_and_numbers(out):
     for key in ('step_ms_exponent', 'peak_mib_exponent'):
       assert math.isfinite(g[key])
   assert record['quality'] == []  # the tiny preset trains nothing
+  peer = record['peer']
+  if bench_peer.missing():  # CI installs [dev] only: the peer is skipped with the install line
+    assert peer == {'skipped': bench_peer.missing()} and 'pip install' in peer['skipped']
+  else:
+    for row in (peer['vidiff'], peer['peer']):
+      for key in ('params', 'step_ms', 'clips_per_s', 'flops_per_step', 'tflops_per_s', 'mfu'):
+        assert positive_finite(row[key]), key
+    assert peer['vidiff']['model_patch'] == [1, 1, 1]
+  assert '## Peer: the same U-Net in video-diffusion-pytorch' in (out / 'bench.md').read_text()
+
+
+def test_peer_level_widths():
+  assert bench_peer.dim_mults((32, 64, 96)) == (1, 2, 3)
+  with pytest.raises(ValueError, match='multiples of the first'):
+    bench_peer.dim_mults((32, 48))
 
 
 def test_unknown_preset_is_a_user_error():

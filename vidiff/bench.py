@@ -2,6 +2,7 @@ r"""Architecture benchmark: 3D U-Net (3D / (2+1)D convs) against ST-Transformer 
 joint attention) at matched parameter counts, everything measured in one run.
 
   python -m vidiff.bench --out=/tmp/bench --preset=cpu-small   # < 10 min on 2 CPU cores
+  python -m vidiff.bench --out=/tmp/bench --preset=cpu-quality # equal-time training, ~13 min
   python -m vidiff.bench --out=/tmp/bench --preset=gpu         # one accelerator chip
   python -m vidiff.bench --out=/tmp/bench --preset=tiny        # ~2 min of compiles (the test)
 
@@ -16,17 +17,23 @@ Presets and variants: configs/bench. Per size and variant, on one device:
   compiles in a fraction of the train step's time) over frames T at a fixed resolution and over
   resolution at fixed T, with the ratio last/first and the log-log slope against T or pixels
   (1: linear, 2: quadratic); a shape that runs out of device memory is recorded as such;
+- MFU against width (presets with width_sweep): the st-factorized train step again at wider
+  widths, since small matmuls leave a CPU (or an accelerator) far below its peak;
+- the peer (presets with peer, on CPU): video-diffusion-pytorch's Unet3D train step
+  (`vidiff.bench_peer`, torch) beside vidiff's unet3d-2plus1d of the same level widths without
+  its 2x2 patch embedding, same clips and batch; skipped with a note when torch or the package
+  is not installed (`pip install -e .[bench]`);
 - quality at equal compute (presets with quality.seconds > 0): each of quality.variants trained
   from scratch with its measured train step on the synthetic quickstart data until
   quality.seconds of step time are spent: steps, FLOPs spent, final train and eval loss, prompt
   adherence of samples, and FVD / warping error when quality.video_metrics.
 
-On CPU, presets with cpu_fast_compile compile at XLA backend optimisation level 0 (compiling is
-most of a CPU run; the buffers, so the memory, are the same; the MFU is lower).
+On CPU, presets with cpu_fast_compile (tiny) compile at XLA backend optimisation level 0
+(compiling is most of such a run; the buffers, so the memory, are the same; the MFU is lower).
 
 Writes DIR/bench.json (device kind, jax version, config hash, every number), DIR/bench.md (the
-tables, also printed), DIR/scaling_frames.png, DIR/scaling_resolution.png and, after a
-quality run, DIR/loss_vs_flops.png.
+tables, also printed), DIR/scaling_frames.png and DIR/scaling_resolution.png (presets with
+sweeps) and, after a quality run, DIR/loss_vs_flops.png.
 """
 
 import dataclasses
@@ -46,7 +53,7 @@ from tqdm import tqdm
 
 from configs import bench as bench_configs
 from configs.bench import variants as bench_variants
-from vidiff import cli, generate, metric_writer, model_info, models, perf, steps, train
+from vidiff import bench_peer, cli, generate, metric_writer, model_info, models, perf, steps, train
 from vidiff.data import pipeline, prefetch, synthetic
 from vidiff.metrics import adherence, i3d
 from vidiff.models import remat, text
@@ -54,6 +61,7 @@ from vidiff.models import remat, text
 FLAGS = flags.FLAGS
 SCHEMA_VERSION = 1
 REFERENCE = 'unet3d-2plus1d'  # ratios in the tables are against this variant of the same size
+WIDTH_VARIANT = 'st-factorized'  # the variant of the width sweep
 SAMPLE_GUIDANCE = 3.0  # classifier-free guidance of the sampling measurement (2 passes a step)
 
 
@@ -293,12 +301,57 @@ def quality_row(bench, variant: str, size: str, setup, compiled, step_row: dict)
           'curve': curve}
 
 
+def backbone_params(params) -> int:
+  """Parameters of a denoiser without its prompt encoder (the 'text' module)."""
+  text = params['params'].get('text', {}) if 'params' in params else params.get('text', {})
+  return train.count_params(params) - train.count_params(text)
+
+
+def peer_comparison(bench, device, peak) -> dict:
+  """video-diffusion-pytorch's train step against vidiff's REFERENCE U-Net of the first size
+  with patch_size (1, 1, 1) (level widths, clips and batch shared): {'size', 'vidiff': row,
+  'peer': row}, or {'skipped': why} off CPU or without the package."""
+  why = ('the torch peer is measured on CPU only' if device.platform != 'cpu' else
+         bench_peer.missing())
+  if why:
+    return {'skipped': why}
+  size = bench.sizes[0]
+  config = bench_configs.train_config(bench, REFERENCE, size)
+  config.model.patch_size = (1, 1, 1)
+  row, _, state, _ = step_measurement(config, device, bench.warmup_steps, bench.timed_steps,
+                                      peak, compiler_options(bench, device))
+  vidiff_row = {'variant': f'{REFERENCE}, patch 1x1x1', 'model_patch': [1, 1, 1],
+                'params': train.count_params(state.params),
+                'backbone_params': backbone_params(state.params), **row}
+  del state
+  peer = bench_peer.step_measurement(config.model.channels, config.model.text.width,
+                                     bench.batch_size, bench.frames, bench.resolution,
+                                     bench.warmup_steps, bench.timed_steps, peak)
+  return {'size': size, 'vidiff': vidiff_row, 'peer': peer}
+
+
+def width_row(bench, width: int, device, peak) -> dict:
+  """The train-step row of the first size's WIDTH_VARIANT at `width` (its depth and head dim
+  kept), with 'variant', 'size', 'width', 'params'."""
+  size = bench.sizes[0]
+  config = bench_configs.train_config(bench, WIDTH_VARIANT, size)
+  head_dim = config.model.width // config.model.num_heads
+  if width % head_dim:
+    raise ValueError(f'bench width_sweep: {width} is not a multiple of the head dim {head_dim}.')
+  config.model.update(width=width, num_heads=width // head_dim, cond_dim=width)
+  row, _, state, _ = step_measurement(config, device, bench.warmup_steps, bench.timed_steps,
+                                      peak, compiler_options(bench, device))
+  return {'variant': WIDTH_VARIANT, 'size': size, 'width': width,
+          'params': train.count_params(state.params), **row}
+
+
 def job_count(bench) -> int:
   """Progress-bar units: per size and variant a train step, sampling and each sweep point,
-  plus the quality runs."""
+  plus the quality runs and the peer."""
   per_variant = 2 + len(bench.frames_sweep) + len(bench.resolution_sweep)
   quality = len(bench.quality.variants) if bench.quality.seconds > 0 else 0
-  return len(bench.sizes) * len(bench.variants) * per_variant + quality
+  return (len(bench.sizes) * len(bench.variants) * per_variant + quality + int(bench.peer) +
+          len(bench.width_sweep))
 
 
 def run(bench, out, progress: bool = True) -> dict:
@@ -313,7 +366,8 @@ def run(bench, out, progress: bool = True) -> dict:
   record = {'schema_version': SCHEMA_VERSION, 'preset': bench.preset,
             'config_hash': config_hash(bench), 'device': device_info(device),
             'peak_flops': peak, 'peak_source': peak_source, 'bench_config': bench.to_dict(),
-            'variants': [], 'sweeps': [], 'scaling': [], 'quality': []}
+            'variants': [], 'sweeps': [], 'scaling': [], 'quality': [], 'peer': None,
+            'width_sweep': []}
   bar = tqdm(total=job_count(bench), desc='bench', disable=not progress, dynamic_ncols=True)
   quality_size = bench.sizes[0]
   measured = {}  # sweep rows by (variant, size, frames, resolution, batch size)
@@ -344,6 +398,14 @@ def run(bench, out, progress: bool = True) -> dict:
         record['sweeps'] += rows
         record['scaling'].append({'variant': variant, 'size': size, 'sweep': axis,
                                   **growth(rows, axis)})
+  for width in bench.width_sweep:
+    bar.set_description(f'{WIDTH_VARIANT} width={width}')
+    record['width_sweep'].append(width_row(bench, width, device, peak))
+    bar.update(1)
+  if bench.peer:
+    bar.set_description(f'peer: {bench_peer.PACKAGE}')
+    record['peer'] = peer_comparison(bench, device, peak)
+    bar.update(1)
   bar.close()
   record['wall_s'] = time.perf_counter() - started
   write_outputs(out, record)
@@ -417,9 +479,10 @@ def sweep_table(record: dict, size: str, axis: str) -> str:
 
 
 def quality_table(record: dict) -> str:
-  """Markdown: one row per trained variant: steps, seconds, FLOPs, losses, scores."""
+  """Markdown: one row per trained variant: steps, seconds, FLOPs, losses, scores; then the
+  real clips' own warping error and flow consistency (the same for every row), if scored."""
   rows = record['quality']
-  keys = sorted({k for r in rows for k in r['scores']})
+  keys = sorted({k for r in rows for k in r['scores'] if not k.startswith('eval/real_')})
   head = ['variant', 'steps', 'train s', 'TFLOP', 'train loss', 'eval loss',
           *(k.split('/', 1)[1] for k in keys)]
   lines = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
@@ -428,6 +491,47 @@ def quality_table(record: dict) -> str:
              _fmt(r['train_loss'], '.4f'), _fmt(r['eval_loss'], '.4f'),
              *(_fmt(r['scores'].get(k)) for k in keys)]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  real = {k.split('/real_', 1)[1]: v for k, v in rows[0]['scores'].items() if '/real_' in k}
+  if real:
+    lines += ['', 'The held-out real clips themselves: ' +
+              ', '.join(f'{k} {_fmt(v)}' for k, v in sorted(real.items())) + '.']
+  return '\n'.join(lines)
+
+
+def width_table(record: dict) -> str:
+  """Markdown: WIDTH_VARIANT's train step at its own width (the variant row) and at each
+  width of the sweep."""
+  base = next(v for v in record['variants']
+              if v['variant'] == WIDTH_VARIANT and v['size'] == record['width_sweep'][0]['size'])
+  rows = [{'width': base['model']['width'], 'params': base['params'], **base['train_step']},
+          *record['width_sweep']]
+  lines = ['| width | params | step ms | GFLOP/step | TFLOP/s | MFU % |', '|---:|' + '---:|' * 5]
+  for r in rows:
+    gflops = r['flops_per_step'] / 1e9 if r['flops_per_step'] else None
+    lines.append(f'| {r["width"]} | {r["params"] / 1e6:.2f}M | {r["step_ms"]:.1f} | '
+                 f'{_fmt(gflops)} | {_fmt(r["tflops_per_s"])} | '
+                 f'{_fmt(100 * r["mfu"] if r["mfu"] else None, ".2g")} |')
+  return '\n'.join(lines)
+
+
+def peer_table(record: dict) -> str:
+  """Markdown: vidiff's U-Net against the torch peer's train step, then their ratios."""
+  peer = record['peer']
+  if 'skipped' in peer:
+    return f'Skipped: {peer["skipped"]}.'
+  v, p = peer['vidiff'], peer['peer']
+  lines = ['| train step | params (no prompt encoder) | step ms | clips/s | GFLOP/step | TFLOP/s | '
+           'MFU % |', '|---|' + '---:|' * 6]
+  for name, r, params in ((f'vidiff {v["variant"]}', v, v['backbone_params']),
+                          (f'{p["package"]} {p["version"]} (torch {p["torch_version"]}, '
+                           f'{p["threads"]} threads)', p, p['params'])):
+    gflops = r['flops_per_step'] / 1e9 if r['flops_per_step'] else None
+    lines.append(f'| {name} | {params / 1e6:.2f}M | {r["step_ms"]:.1f} | {r["clips_per_s"]:.3g} | '
+                 f'{_fmt(gflops)} | {_fmt(r["tflops_per_s"])} | '
+                 f'{_fmt(100 * r["mfu"] if r["mfu"] else None, ".2g")} |')
+  lines += ['', f'vidiff / peer: step time {v["step_ms"] / p["step_ms"]:.2f}, clips/s '
+            f'{v["clips_per_s"] / p["clips_per_s"]:.2f}. FLOPs: vidiff\'s are XLA\'s cost analysis '
+            "of the whole step, the peer's torch's FlopCounterMode (matmuls and convolutions)."]
   return '\n'.join(lines)
 
 
@@ -443,13 +547,17 @@ def markdown(record: dict) -> str:
     lines += [f'## Size {size}: train step ({b["batch_size"]} clips of {b["frames"]}x'
               f'{b["resolution"]}x{b["resolution"]}, {b["dtype"]}) and sampling (DDIM '
               f'{b["sample_steps"]} steps, guidance {SAMPLE_GUIDANCE:g}, scaled)', '',
-              variant_table(record, size), '',
-              f'### Frames sweep at {b["sweep_resolution"]}x{b["sweep_resolution"]}, '
-              f'{b["sweep_batch_size"]} clip(s), forward + backward', '',
-              sweep_table(record, size, 'frames'), '',
-              f'### Resolution sweep at T={b["sweep_frames"]}, {b["sweep_batch_size"]} clip(s), '
-              'forward + backward',
-              '', sweep_table(record, size, 'resolution'), '']
+              variant_table(record, size), '']
+    if b['frames_sweep']:
+      lines += [f'### Frames sweep at {b["sweep_resolution"]}x{b["sweep_resolution"]}, '
+                f'{b["sweep_batch_size"]} clip(s), forward + backward', '',
+                sweep_table(record, size, 'frames'), '']
+    if b['resolution_sweep']:
+      lines += [f'### Resolution sweep at T={b["sweep_frames"]}, {b["sweep_batch_size"]} '
+                'clip(s), forward + backward', '', sweep_table(record, size, 'resolution'), '']
+  if record['width_sweep']:
+    lines += [f'## MFU against width: {WIDTH_VARIANT} train step (size {b["sizes"][0]}, its depth '
+              'and head dim)', '', width_table(record), '']
   if record['quality']:
     q = b['quality']
     lines += [f'## Quality at equal wall-clock ({q["seconds"]:g} s of train steps each, size '
@@ -457,7 +565,12 @@ def markdown(record: dict) -> str:
     if not q['video_metrics']:
       lines += ['FVD / warping error are left to the `gpu` preset (quality.video_metrics).', '']
   else:
-    lines += ['Quality at equal compute: not run in this preset (quality.seconds = 0).', '']
+    lines += ['Quality at equal compute: not in this preset (quality.seconds = 0); on CPU run '
+              '`--preset=cpu-quality`.', '']
+  if record['peer'] is not None:
+    lines += [f'## Peer: the same U-Net in video-diffusion-pytorch ({b["batch_size"]} clips of '
+              f'{b["frames"]}x{b["resolution"]}x{b["resolution"]}, float32, this CPU)', '',
+              peer_table(record), '']
   return '\n'.join(lines)
 
 
@@ -500,12 +613,18 @@ def plot_scaling(record: dict, axis: str, path) -> None:
 
 
 def plot_loss_vs_flops(record: dict, path) -> None:
-  """Train loss against FLOPs spent, a line per trained variant."""
+  """Train loss against FLOPs spent per trained variant: each step faint, and its mean over
+  windows of 5% of the steps."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 3.8))
   for r in record['quality']:
-    ax.plot([p['flops'] for p in r['curve']], [p['train_loss'] for p in r['curve']],
-            marker='.', label=f'{r["variant"]} ({r["size"]})')
+    flops = np.array([p['flops'] for p in r['curve']])
+    loss = np.array([p['train_loss'] for p in r['curve']])
+    line, = ax.plot(flops, loss, alpha=0.2, linewidth=0.8)
+    window = max(1, len(loss) // 20)
+    smooth = np.convolve(loss, np.ones(window) / window, mode='valid')
+    ax.plot(flops[window - 1:], smooth, color=line.get_color(), linewidth=2,
+            label=f'{r["variant"]} ({r["size"]})')
   ax.set_xlabel('training FLOPs')
   ax.set_ylabel('train loss')
   ax.set_yscale('log')
@@ -534,8 +653,9 @@ def write_outputs(out, record: dict) -> None:
   (out / 'bench.json').write_text(json.dumps(finite_or_none(record), indent=1,
                                              allow_nan=False) + '\n')
   (out / 'bench.md').write_text(markdown(record))
-  plot_scaling(record, 'frames', out / 'scaling_frames.png')
-  plot_scaling(record, 'resolution', out / 'scaling_resolution.png')
+  for axis in ('frames', 'resolution'):
+    if any(r['sweep'] == axis for r in record['sweeps']):
+      plot_scaling(record, axis, out / f'scaling_{axis}.png')
   if record['quality']:
     plot_loss_vs_flops(record, out / 'loss_vs_flops.png')
 

@@ -11,9 +11,11 @@ Variants (`VARIANTS`): the 3D U-Net with full 3x3x3 convs ('unet3d-3d', model.co
 baseline ('st-joint'). Per size their widths/depths (`variants.MODELS`) are tuned so parameter
 counts lie within ~15% of each other (the bench prints and records them).
 
-Presets: 'tiny' (the test: two variants, 10 small compiles), 'cpu-small' (< 10 min
-on 2 CPU cores), 'gpu' (one accelerator chip; sizes small and base in bf16, resolution up to
-256, FVD in the quality run).
+Presets: 'tiny' (the test: two variants, 11 small compiles), 'cpu-small' (speed, memory,
+sweeps and the torch peer: < 10 min on 2 CPU cores), 'cpu-quality' (one model per family trained
+for the same 4 minutes of train steps, then prompt adherence, FVD and warping error: ~13 min),
+'gpu' (one accelerator chip; sizes small and base in bf16, resolution up to 256, FVD in the
+quality run).
 """
 
 import ml_collections
@@ -22,8 +24,18 @@ from configs import quickstart
 from configs.bench import variants
 from vidiff.errors import UserError
 
-PRESETS = ('tiny', 'cpu-small', 'gpu')
+PRESETS = ('tiny', 'cpu-small', 'cpu-quality', 'gpu')
 VARIANTS = variants.VARIANTS
+
+
+NO_QUALITY = dict(seconds=0.0, variants=(), eval_videos=0, sample_steps=2, video_metrics=False)
+QUALITY_VARIANTS = ('unet3d-2plus1d', 'st-factorized')
+CPU_SMALL = dict(
+    sizes=('small',), frames=8, resolution=32, batch_size=4, dtype='float32',
+    warmup_steps=1, timed_steps=2, matmul_n=1024, cpu_fast_compile=False,
+    frames_sweep=(8, 16, 32, 64), sweep_resolution=32, resolution_sweep=(16, 32, 64),
+    sweep_frames=8, sweep_batch_size=1, sweep_timed_steps=1, sample_steps=4, sample_videos=1,
+    peer=True, width_sweep=(256, 384))
 
 
 def _preset(name: str) -> dict:
@@ -33,25 +45,23 @@ def _preset(name: str) -> dict:
         variants=('unet3d-2plus1d', 'st-factorized'), sizes=('tiny',), frames=2, resolution=8, batch_size=1, dtype='float32',
         warmup_steps=1, timed_steps=1, matmul_n=256, cpu_fast_compile=True,
         frames_sweep=(2, 4), sweep_resolution=8, resolution_sweep=(8, 16), sweep_frames=2,
-        sweep_batch_size=1, sweep_timed_steps=1, sample_steps=2, sample_videos=1,
-        quality=dict(seconds=0.0, variants=(), eval_videos=0, sample_steps=2,
-                     video_metrics=False))
+        sweep_batch_size=1, sweep_timed_steps=1, sample_steps=2, sample_videos=1, peer=True,
+        width_sweep=(96,), quality=NO_QUALITY)
   if name == 'cpu-small':  # compiling is most of the time: 1 train step + 6 sweep shapes each
-    return dict(
-        sizes=('small',), frames=8, resolution=32, batch_size=4, dtype='float32',
-        warmup_steps=1, timed_steps=2, matmul_n=1024, cpu_fast_compile=True,
-        frames_sweep=(8, 16, 32, 64), sweep_resolution=32, resolution_sweep=(16, 32, 64),
-        sweep_frames=8, sweep_batch_size=1, sweep_timed_steps=1, sample_steps=4, sample_videos=1,
-        # One model per family, each trained for the same seconds of train steps.
-        quality=dict(seconds=20.0, variants=('unet3d-2plus1d', 'st-factorized'), eval_videos=4,
-                     sample_steps=10, video_metrics=False))
+    return dict(CPU_SMALL, quality=NO_QUALITY)
+  if name == 'cpu-quality':  # one model per family trained for the same seconds: ~13 min
+    return dict(CPU_SMALL, variants=QUALITY_VARIANTS, frames_sweep=(), resolution_sweep=(),
+                peer=False, width_sweep=(),
+                quality=dict(seconds=240.0, variants=QUALITY_VARIANTS, eval_videos=16,
+                             sample_steps=50, video_metrics=True))
   if name == 'gpu':
     return dict(
         sizes=('small', 'base'), frames=16, resolution=64, batch_size=8, dtype='bfloat16',
         warmup_steps=2, timed_steps=10, matmul_n=4096, cpu_fast_compile=False,
         frames_sweep=(8, 16, 32, 64), sweep_resolution=64, resolution_sweep=(32, 64, 128, 256),
         sweep_frames=16, sweep_batch_size=1, sweep_timed_steps=5, sample_steps=10,
-        sample_videos=8,
+        sample_videos=8, peer=False,  # the torch peer runs on CPU only
+        width_sweep=(256, 512, 1024),
         quality=dict(seconds=600.0, variants=VARIANTS, eval_videos=32, sample_steps=50,
                      video_metrics=True))
   raise UserError(f'unknown bench preset {name!r}; use one of {", ".join(PRESETS)} '
@@ -69,7 +79,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   and resolution_sweep at sweep_frames, with sweep_batch_size clips, timed over
   sweep_timed_steps: the scaling sweeps;
   sample_steps, sample_videos: the DDIM sampling measurement (scaled to
-  `sample_reference_steps`); quality: seconds of train steps (the measured step, at batch_size)
+  `sample_reference_steps`); width_sweep: widths at which the first size's st-factorized train
+  step is measured again (same depth and heads' dim; MFU against width); peer: also time video-diffusion-pytorch's Unet3D train step with
+  the level widths, clip shape and batch of the first size's unet3d-2plus1d (vidiff.bench_peer;
+  on CPU, when installed: `pip install -e .[bench]`), beside that variant without its 2x2 patch
+  embedding, so both run their first level at full resolution; quality: seconds of train steps (the measured step, at batch_size)
   per variant of quality.variants of the first size (0: no quality run), eval_videos sampled
   with sample_steps DDIM steps (prompt adherence), video_metrics (FVD etc.).
   """
