@@ -4,7 +4,11 @@ ignores the prompt and one that follows it."""
 import numpy as np
 import pytest
 
+from scipy import ndimage
+
 from vidiff import motion_probe
+from vidiff.data import synthetic
+from vidiff.metrics import adherence
 from vidiff.diffusion import schedules
 
 
@@ -50,13 +54,13 @@ def test_probe_tells_a_prompt_follower_from_a_copier():
 
   levels = [0.5, 1.0]
   for row in motion_probe.probe(copier, clips, captions, levels, schedule):
-    assert row['true'] == pytest.approx(6, abs=1e-3) and row['reversed'] == row['true']
-    assert row['true_gt_reversed'] == 0.
+    assert row['true'] == pytest.approx(6, abs=1e-3) and row['altered'] == row['true']
+    assert row['true_gt_altered'] == 0.
   rows = motion_probe.probe(follower, clips, captions, levels, schedule)
   assert [r['t'] for r in rows] == levels and rows[1]['alpha'] < 1e-3 < rows[0]['alpha']
   for row in rows:
     assert row['true'] == pytest.approx(6, abs=1e-3)
-    assert row['reversed'] == pytest.approx(-6, abs=1e-3) and row['true_gt_reversed'] == 1.
+    assert row['altered'] == pytest.approx(-6, abs=1e-3) and row['true_gt_altered'] == 1.
   table = motion_probe.table(rows, 6.)
   assert '| clips | | 6.00 | | |' in table and '| 1 | 0.000 | 6.00 | -6.00 | 1.00 |' in table
 
@@ -79,3 +83,37 @@ def test_context_frames_are_given_clean_at_level_zero_and_kept():
   np.testing.assert_array_equal(x_t[:, :2], clips[:, :2])
   assert not np.allclose(x_t[:, 2:], clips[:, 2:])
   assert rows[0]['true'] == pytest.approx(0, abs=1e-3)  # frame 0 kept = still at the centre
+
+
+def sprite_clip(caption: str, frames=3, size=32) -> np.ndarray:
+  """The caption's first object as a 12 px sprite of its colour at the centre, still, float
+  [frames, size, size, 3] in [-1, 1]."""
+  obj = adherence.parse_caption(caption)[0]
+  video = -np.ones((frames, size, size, 3), np.float32)
+  mask = synthetic.shape_mask(obj['shape'], 12)
+  colour = np.asarray(synthetic.COLORS[obj['color']], np.float32) / 127.5 - 1.
+  video[:, 10:22, 10:22][:, mask] = colour
+  return video
+
+
+def test_shape_probe_tells_a_shape_follower_from_a_blurrer():
+  captions = ['a red circle moving left', 'a blue square moving up', 'a green triangle moving down']
+  assert [motion_probe.swapped_shape_caption(c).split()[2] for c in captions] == [
+      'square', 'triangle', 'circle']
+  clips = np.stack([sprite_clip(c) for c in captions])
+  np.testing.assert_array_equal(motion_probe.shape_judged_right(clips, captions), 1.)
+  schedule = schedules.Schedule('cosine')
+
+  def follower(x_t, t, prompts):  # draws the shape each prompt names
+    del x_t, t
+    return np.stack([sprite_clip(p) for p in prompts])
+
+  def blurrer(x_t, t, prompts):  # the true clips, blurred to blobs whatever the prompt
+    del x_t, t, prompts
+    return ndimage.uniform_filter(clips, size=(1, 1, 9, 9, 1), mode='nearest')
+
+  for row in motion_probe.probe(follower, clips, captions, [0.5], schedule, word='shape'):
+    assert (row['true'], row['altered'], row['true_gt_altered']) == (1., 0., 1.)
+  row, = motion_probe.probe(blurrer, clips, captions, [0.5], schedule, word='shape')
+  assert row['true'] == row['altered'] < 1. and row['true_gt_altered'] == 0.
+  assert 'shape judged right, swapped caption' in motion_probe.table([row], 1., 'shape')
