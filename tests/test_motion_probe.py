@@ -3,13 +3,12 @@ ignores the prompt and one that follows it."""
 
 import numpy as np
 import pytest
-
 from scipy import ndimage
 
 from vidiff import motion_probe
 from vidiff.data import synthetic
-from vidiff.metrics import adherence
 from vidiff.diffusion import schedules
+from vidiff.metrics import adherence
 
 
 def moving_square(direction, travel: float, frames=5, size=24) -> np.ndarray:

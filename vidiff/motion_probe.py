@@ -32,7 +32,7 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from vidiff import cli, generate, inference
+from vidiff import cli, generate, inference, video_io
 from vidiff.data import pipeline
 from vidiff.data.synthetic import DIRECTIONS, SHAPES
 from vidiff.errors import check
@@ -84,8 +84,8 @@ def drift(videos, directions) -> np.ndarray:
 def shape_judged_right(videos, captions) -> np.ndarray:
   """float [N]: 1 where `adherence`'s shape judge names the first object's shape of each caption
   in videos float [N, T, H, W, 3] in [-1, 1]."""
-  frames = np.round((np.asarray(videos, np.float32) + 1.) * 127.5).clip(0, 255).astype(np.uint8)
-  return np.array([adherence.score(v, c)['shape'] for v, c in zip(frames, captions)], np.float32)
+  return np.array([adherence.score(video_io.to_uint8(v), c)['shape']
+                   for v, c in zip(videos, captions)], np.float32)
 
 
 def measure(word: str, videos, captions) -> np.ndarray:
