@@ -106,7 +106,10 @@ def test_sharded_forward_equals_single_device(backbone):
   ref_out, ref_grads = _forward_and_grads(single, params, args)
   np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-5)
   for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
-    np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-4, err_msg=jax.tree_util.keystr(path))
+    # float32 sums in another order: absolute error scales with the tensor's largest entries
+    # (grads here reach ~200), so near-zero entries get an atol relative to that scale.
+    atol = 1e-4 + 1e-5 * float(np.abs(r).max())
+    np.testing.assert_allclose(g, r, rtol=1e-3, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.parametrize('backbone,policy', [('unet3d', 'dots'), ('st_transformer', 'full'),
