@@ -77,6 +77,7 @@ def unet3d_config(size: str) -> ml_collections.ConfigDict:
                attention_levels=presets['attention_levels'],
                temporal_attention_levels=presets.get('temporal_attention_levels', (True,) * levels),
                temporal_downsample=(False,) * levels, conv='2plus1d',
+               time_padding='zeros',  # or 'replicate': temporal taps past the clip's ends
                patch_size=presets.get('patch_size', (1, 1, 1)),
                head_dim=presets.get('head_dim', 32), groups=presets.get('groups', 8),
                dropout=0.0, temporal_window=None, remat_policy='none')

@@ -70,6 +70,26 @@ def test_frame_embedding_tells_identical_frames_apart(frame_embedding):
   assert (spread > 1e-3) if frame_embedding else (spread < 1e-5), spread
 
 
+@pytest.mark.parametrize('conv', ['2plus1d', '3d'])
+@pytest.mark.parametrize('time_padding', ['zeros', 'replicate'])
+def test_unet_replicate_padding_does_not_mark_the_clip_edges(conv, time_padding):
+  """Zero padding in time shows the temporal convs where the clip ends, so a still video
+  comes out with different edge frames; replicated edge frames do not."""
+  config = quickstart.get_config('unet3d,tiny')
+  config.model.update(frame_embedding=False, conv=conv, time_padding=time_padding)
+  model, params, (x, t, tokens) = _init(config, (1, 4, 8, 8, 3))
+  out = model.apply(params, jnp.repeat(x[:, :1], 4, axis=1), t, tokens)
+  spread = float(jnp.abs(out - out[:, :1]).max())
+  assert (spread < 1e-5) if time_padding == 'replicate' else (spread > 1e-3), spread
+
+
+def test_unet_rejects_unknown_time_padding():
+  config = quickstart.get_config('unet3d,tiny')
+  config.model.time_padding = 'reflect'
+  with pytest.raises(UserError, match="time_padding='reflect'"):
+    _init(config, (1, 4, 8, 8, 3))
+
+
 def _forward_and_grads(setup, params, args):
   """Model output and d(sum out^2)/d params, jitted on the setup's mesh."""
   shardings = (setup.state_shardings.params, setup.batch_shardings['video'], None,

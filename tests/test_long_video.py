@@ -20,11 +20,28 @@ def test_chunks_step_by_chunk_minus_overlap_and_end_at_the_last_frame():
   assert long_video.chunk_starts(8, 8, 2) == [0]
 
 
-@pytest.mark.parametrize('frames,chunk,overlap,fragment', [
-    (6, 8, 2, 'smaller than one chunk'), (16, 8, 8, 'overlap=8'), (16, 8, -1, 'overlap=-1')])
-def test_bad_chunking_is_a_user_error(frames, chunk, overlap, fragment):
+@pytest.mark.parametrize('frames,chunk,overlap,trim,fragment', [
+    (6, 8, 2, 0, 'smaller than one chunk'), (16, 8, 8, 0, 'overlap=8'),
+    (16, 8, -1, 0, 'overlap=-1'), (16, 8, 2, 6, 'trim=6'), (16, 8, 2, -1, 'trim=-1')])
+def test_bad_chunking_is_a_user_error(frames, chunk, overlap, trim, fragment):
   with pytest.raises(UserError, match=fragment):
-    long_video.chunk_starts(frames, chunk, overlap)
+    long_video.chunk_starts(frames, chunk, overlap, trim)
+
+
+def test_trim_redraws_each_chunks_last_frames_in_the_next_chunk():
+  """Chunks of 4 sharing 1 context frame, trim 1: a chunk's last frame is sampled again by
+  the next chunk, which is given the frame before it; the last chunk is kept whole."""
+  calls = []
+
+  def sample_chunk(noise, known, mask, index):
+    calls.append(mask.copy())
+    return np.where(mask[None, :, None, None, None] > 0, known, index + 1.)
+
+  video = long_video.splice(sample_chunk, np.zeros((1, 10, 2, 2, 3), np.float32), 4, 1,
+                            progress=False, trim=1)
+  assert long_video.chunk_starts(10, 4, 1, trim=1) == [0, 2, 4, 6]
+  assert all(list(m) == [1, 0, 0, 0] for m in calls[1:]) and not calls[0].any()
+  np.testing.assert_array_equal(video[0, :, 0, 0, 0], [1, 1, 1, 2, 2, 3, 3, 4, 4, 4])
 
 
 @pytest.mark.parametrize('offset', [0, 1, 2, 3, 4, 5])

@@ -38,3 +38,22 @@ def test_speed_rows_cover_every_sampler_with_its_model_calls():
   assert all(r['wall_s'] > 0 and r['forward_ms'] > 0 and r['ratio'] > 0 for r in rows)
   table = sample_bench.markdown(rows, [], 64, 'cpu')
   assert '| heun | 3 | 5 |' in table
+
+
+def test_new_frame_starts_follow_the_chunk_layout():
+  assert sample_bench.new_frame_starts(20, 8, 2) == [8, 14]  # chunks at 0, 6, 12
+  assert sample_bench.new_frame_starts(64, 8, 2, trim=2)[:3] == [6, 10, 14]  # chunks every 4
+  assert sample_bench.new_frame_starts(64, 8, 2)[-1] == 62  # the last chunk ends at frame 64
+
+
+def test_seam_rows_cover_every_long_video_mode():
+  config = quickstart.get_config('unet3d,tiny')
+  setup = train.make_setup(config)
+  params = train.init_state(setup).params
+  rows = sample_bench.seam_rows(setup, params, ['a red circle'] * 2, num_frames=10, steps=2,
+                                reconstruction=1., trim=2)
+  assert [r['mode'] for r in rows] == ['splice', 'splice + freenoise',
+                                       'splice + reconstruction guidance 1', 'splice + trim 2',
+                                       'window']
+  assert all(np.isfinite(r['ratio']) and r['wall_s'] > 0 for r in rows)
+  assert '| splice + trim 2 | 1 |' in sample_bench.markdown([], rows, 10, 'cpu')

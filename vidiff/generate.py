@@ -29,6 +29,8 @@ class Options:
   """How to sample. chunk_frames: frames per forward pass (default: the training clip length,
   or num_frames if smaller); overlap: frames shared by neighbouring chunks/windows (default
   chunk/4 for splice, at most the model's `diffusion.context.max_frames`, chunk/2 for window);
+  trim: splice only, the last frames of each chunk that the next chunk samples anew
+  (`long_video.splice`);
   freenoise: FreeNoise noise rescheduling;
   reconstruction: weight of reconstruction guidance towards known frames (0: give them to the
   model as clean context frames if it was trained with them, else replacement only);
@@ -47,6 +49,7 @@ class Options:
   long_mode: str = 'splice'
   chunk_frames: int | None = None
   overlap: int | None = None
+  trim: int = 0
   freenoise: bool = False
   reconstruction: float = 0.0
   control_scale: float = 1.0
@@ -70,6 +73,11 @@ def overlap_of(setup, options: Options, chunk: int) -> int:
   """Frames neighbouring chunks or windows share (`Options.overlap_frames` for this model)."""
   context = setup.config.diffusion.context
   return options.overlap_frames(chunk, context.max_frames if context.prob > 0 else 0)
+
+
+def mode_of(options: Options, frames: int, chunk: int) -> str:
+  """'single' when one chunk holds the video, else `options.long_mode`."""
+  return 'single' if frames == chunk else options.long_mode
 
 
 def options_from_config(cfg, **overrides) -> Options:
@@ -153,10 +161,11 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   frames, train_frames = shape[0], sample_shape(setup, cfg.data.num_frames)[0]
   chunk = options.chunk(train_frames, frames)
   overlap = overlap_of(setup, options, chunk) if frames > chunk else 0  # one chunk: none shared
-  long_video.check_chunks(frames, chunk, overlap)
+  trim = options.trim if mode_of(options, frames, chunk) == 'splice' else 0
+  long_video.check_chunks(frames, chunk, overlap, trim)
   models.check_video_shape(cfg.model, chunk, shape[1],
                            frames_name='chunk_frames (per forward pass)')
-  mode = 'single' if frames == chunk else options.long_mode
+  mode = mode_of(options, frames, chunk)
   check_control(setup, control, (len(prompts), frames, res, res), mode)
   check(init_image is None or not latent.is_latent(setup.model),
         'init_image (image-to-video) is not supported for latent diffusion models yet.')
@@ -193,7 +202,8 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
       key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(options.seed), start), index)
       hint = None
       if control is not None:
-        first = long_video.chunk_starts(frames, chunk, overlap)[index] if mode == 'splice' else 0
+        first = (long_video.chunk_starts(frames, chunk, overlap, trim)[index]
+                 if mode == 'splice' else 0)
         hint = jax.device_put(_pad(control[rows, first:first + part_noise.shape[1]], batch),
                               by_batch)
       with setup.context():
@@ -204,7 +214,7 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
     part_noise, part_known = _pad(noise[rows], batch), _pad(known[rows], batch)
     if mode == 'splice':
       videos = long_video.splice(sample_part, part_noise, chunk, overlap, part_known, mask,
-                                 progress=progress and jax.process_index() == 0)
+                                 progress=progress and jax.process_index() == 0, trim=trim)
     else:
       videos = sample_part(part_noise, part_known, mask)
     out.append(video_io.to_uint8(decode(params, videos, by_batch))[:len(prompts) - start])

@@ -40,6 +40,8 @@ flags.DEFINE_integer('chunk_frames', None, 'Frames per forward pass (default: tr
 flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring chunks/windows '
                      '(default: chunk/4 for splice, at most the context frames the model was '
                      'trained with; chunk/2 for window).')
+flags.DEFINE_integer('trim', 0, 'Splice: the last frames of each chunk that the next chunk '
+                     'samples anew, so it continues frames from inside the chunk before.')
 flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long videos.')
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
                    '(chunk overlaps, --init_image); 0 (default): clean context frames.')
@@ -88,7 +90,7 @@ def main(argv):
       control_scale=FLAGS.control_scale, sampler=FLAGS.sampler, steps=FLAGS.steps,
       guidance=FLAGS.guidance, eta=FLAGS.eta, seed=FLAGS.seed,
       batch_size=min(len(FLAGS.prompt), 8), long_mode=FLAGS.long_mode,
-      chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, freenoise=FLAGS.freenoise,
+      chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, trim=FLAGS.trim, freenoise=FLAGS.freenoise,
       reconstruction=FLAGS.reconstruction, first_frame=FLAGS.first_frame)
   videos = generate.generate(setup, state.ema_params, FLAGS.prompt, options, init_image=init,
                              control=control)

@@ -41,6 +41,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('repeats', 3, 'Timed repetitions (the median is reported).')
   flags.DEFINE_float('reconstruction', 2.0, 'Reconstruction guidance weight of the seam row that '
                      'uses it.')
+  flags.DEFINE_integer('trim', 2, 'Trim of the seam row that drops each chunk\'s last frames '
+                       '(0: no such row).')
   flags.DEFINE_string('out', None, 'Output directory (default: WORKDIR/sample_bench).')
 
 
@@ -109,27 +111,36 @@ def position_profile(setup, params, prompts, steps: int) -> list[float]:
   return frame_differences(videos).round(2).tolist()
 
 
+def new_frame_starts(num_frames: int, chunk: int, overlap: int, trim: int = 0) -> list[int]:
+  """The first frame each spliced chunk after the first samples (where seams would show)."""
+  return [s + chunk - trim for s in long_video.chunk_starts(num_frames, chunk, overlap, trim)[:-1]]
+
+
 def seam_rows(setup, params, prompts, num_frames: int, steps: int,
-              reconstruction: float) -> list[dict]:
+              reconstruction: float, trim: int) -> list[dict]:
   """Seam statistics of long videos by splicing (clean context frames or replacement, FreeNoise,
-  reconstruction guidance) and by sliding windows, at the same boundaries."""
+  reconstruction guidance, trimmed chunk ends) and by sliding windows (at the plain splice's
+  boundaries)."""
   cfg = setup.config
   chunk = cfg.data.num_frames
   splice_overlap = generate.overlap_of(setup, generate.Options(num_frames=num_frames), chunk)
-  starts = long_video.chunk_starts(num_frames, chunk, splice_overlap)
-  boundaries = [s + chunk for s in starts[:-1]]  # where each next chunk's new frames begin
   rows = []
-  for mode, freenoise, weight in (('splice', False, 0.), ('splice', True, 0.),
-                                  ('splice', False, reconstruction), ('window', False, 0.)):
+  for mode, freenoise, weight, cut in (('splice', False, 0., 0), ('splice', True, 0., 0),
+                                       ('splice', False, reconstruction, 0),
+                                       ('splice', False, 0., trim), ('window', False, 0., 0)):
+    if mode == 'splice' and cut and splice_overlap + cut >= chunk:
+      continue
     options = generate.options_from_config(cfg, num_frames=num_frames, steps=steps,
                                            long_mode=mode, freenoise=freenoise,
-                                           reconstruction=weight)
+                                           reconstruction=weight, trim=cut)
+    boundaries = new_frame_starts(num_frames, chunk, splice_overlap, cut)
     start = time.perf_counter()
     videos = generate.generate(setup, params, prompts, options)
     wall = time.perf_counter() - start
     seam, inside, ratio = seam_ratio(frame_differences(videos), boundaries)
     rows.append(dict(mode=mode + (' + freenoise' if freenoise else '') +
-                     (f' + reconstruction guidance {weight:g}' if weight else ''),
+                     (f' + reconstruction guidance {weight:g}' if weight else '') +
+                     (f' + trim {cut}' if cut else ''),
                      overlap=generate.overlap_of(setup, options, chunk),
                      seam_diff=seam, inside_diff=inside, ratio=ratio,
                      warp_ratio=seam_ratio(warping_errors(videos), boundaries)[2], wall_s=wall))
@@ -162,7 +173,7 @@ def main(argv):
                                       max_objects=cfg.data.synthetic.max_objects)
   speed = speed_rows(setup, state.ema_params, prompts, FLAGS.steps, FLAGS.repeats)
   seams = seam_rows(setup, state.ema_params, prompts, FLAGS.num_frames, FLAGS.steps,
-                    FLAGS.reconstruction)
+                    FLAGS.reconstruction, FLAGS.trim)
   profile = position_profile(setup, state.ema_params, prompts, FLAGS.steps)
   device = f'{jax.devices()[0].device_kind} x{jax.device_count()}'
   table = markdown(speed, seams, FLAGS.num_frames, device, profile)

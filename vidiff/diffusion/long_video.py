@@ -35,21 +35,25 @@ from vidiff.diffusion import objectives
 from vidiff.errors import check
 
 
-def check_chunks(num_frames: int, chunk_frames: int, overlap: int) -> None:
-  """UserError unless num_frames >= chunk_frames > overlap >= 0."""
+def check_chunks(num_frames: int, chunk_frames: int, overlap: int, trim: int = 0) -> None:
+  """UserError unless num_frames >= chunk_frames > overlap + trim, overlap >= 0, trim >= 0."""
   check(chunk_frames >= 1, f'chunk_frames={chunk_frames} must be >= 1.')
   check(0 <= overlap < chunk_frames,
         f'overlap={overlap} must be in [0, chunk_frames={chunk_frames}): each chunk needs new '
         f'frames; use e.g. --overlap={chunk_frames // 4}.')
+  check(trim >= 0 and overlap + trim < chunk_frames,
+        f'trim={trim} with overlap={overlap} leaves a chunk of {chunk_frames} frames no new '
+        f'frames: overlap + trim must be below chunk_frames; use e.g. --trim={chunk_frames // 4}.')
   check(num_frames >= chunk_frames,
         f'num_frames={num_frames} is smaller than one chunk (chunk_frames={chunk_frames}); '
         f'pass --num_frames >= {chunk_frames} or --chunk_frames <= {num_frames}.')
 
 
-def chunk_starts(num_frames: int, chunk_frames: int, overlap: int) -> list[int]:
-  """First frame of each chunk; the last chunk ends at `num_frames`."""
-  check_chunks(num_frames, chunk_frames, overlap)
-  step = chunk_frames - overlap
+def chunk_starts(num_frames: int, chunk_frames: int, overlap: int, trim: int = 0) -> list[int]:
+  """First frame of each chunk (chunks share overlap + trim frames); the last chunk ends at
+  `num_frames`."""
+  check_chunks(num_frames, chunk_frames, overlap, trim)
+  step = chunk_frames - overlap - trim
   starts = list(range(0, num_frames - chunk_frames + 1, step))
   if starts[-1] + chunk_frames < num_frames:
     starts.append(num_frames - chunk_frames)
@@ -101,8 +105,13 @@ def reconstruction_guided(denoise_fn, known, mask, weight: float, schedule):
 
 
 def splice(sample_chunk, noise: np.ndarray, chunk_frames: int, overlap: int, known=None,
-           mask=None, progress: bool = True) -> np.ndarray:
+           mask=None, progress: bool = True, trim: int = 0) -> np.ndarray:
   """Samples a long video chunk by chunk.
+
+  Each chunk continues `overlap` frames of the one before. `trim` > 0 drops the last `trim`
+  frames of every chunk but the last, and the next chunk samples them anew: its context
+  frames then come from inside the previous chunk rather than from its end, where a model's
+  motion can slow (the clip's last frames see no future).
 
   sample_chunk(noise [B, C, ...], known [B, C, ...], mask [C], index) -> chunk [B, C, ...]
   (numpy) for the index-th chunk, which must return the frames where mask is 1 unchanged.
@@ -112,12 +121,14 @@ def splice(sample_chunk, noise: np.ndarray, chunk_frames: int, overlap: int, kno
   num_frames = noise.shape[1]
   video = np.zeros(noise.shape, np.float32) if known is None else np.array(known, np.float32)
   done = np.zeros(num_frames, bool) if mask is None else np.array(mask, bool)
-  starts = chunk_starts(num_frames, chunk_frames, overlap)
+  starts = chunk_starts(num_frames, chunk_frames, overlap, trim)
   for index, start in enumerate(tqdm(starts, desc='chunks', leave=False, disable=not progress)):
     frames = slice(start, start + chunk_frames)
     video[:, frames] = sample_chunk(noise[:, frames], video[:, frames],
                                     done[frames].astype(np.float32), index)
     done[frames] = True
+    if index < len(starts) - 1 and trim:
+      done[start + chunk_frames - trim:start + chunk_frames] = False  # the next chunk redraws them
   return video
 
 

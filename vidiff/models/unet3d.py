@@ -21,23 +21,25 @@ class ConvBlock(nn.Module):
 
   x: [B, T, H, W, Cin] -> [B, T, H, W, features]. `temporal=False` is the image layer the
   video layer inflates from: the 1x3x3 conv alone ('2plus1d'), or a 1x3x3 'conv3d'.
+  `time_padding` ('zeros' or 'replicate') is what the temporal taps see past the clip's ends.
   """
   features: int
   conv: str = '2plus1d'
   temporal: bool = True
   dtype: layers.Dtype = jnp.float32
+  time_padding: str = 'zeros'
 
   @nn.compact
   def __call__(self, x):
     if self.conv == '3d':
       return layers.conv(self.features, (3 if self.temporal else 1, 3, 3), init='center',
-                         dtype=self.dtype, name='conv3d')(x)
+                         time_padding=self.time_padding, dtype=self.dtype, name='conv3d')(x)
     x = layers.conv(self.features, (1, 3, 3), init='default',
                     dtype=self.dtype, name='spatial')(x)
     if not self.temporal:
       return x
-    return layers.conv(self.features, (3, 1, 1), init='identity', dtype=self.dtype,
-                       name='temporal')(x)
+    return layers.conv(self.features, (3, 1, 1), init='identity', time_padding=self.time_padding,
+                       dtype=self.dtype, name='temporal')(x)
 
 
 class ResBlock(nn.Module):
@@ -51,18 +53,21 @@ class ResBlock(nn.Module):
   dropout: float = 0.0
   temporal: bool = True
   dtype: layers.Dtype = jnp.float32
+  time_padding: str = 'zeros'
 
   @nn.compact
   def __call__(self, x, cond, train: bool = False):
     x = layers.constrain(x, layers.VIDEO)
     h = nn.silu(layers.GroupNorm(self.groups, self.dtype, name='norm1')(x))
-    h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, name='conv1')(h)
+    h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, self.time_padding,
+                  name='conv1')(h)
     scale_shift = layers.dense(2 * self.features, ('embed', 'conv_out'), dtype=self.dtype,
                                name='cond')(nn.silu(layers.per_frame(cond, x.shape[1])))
     scale, shift = jnp.split(scale_shift[:, :, None, None, :], 2, axis=-1)
     h = layers.GroupNorm(self.groups, self.dtype, name='norm2')(h) * (1 + scale) + shift
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
-    h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, name='conv2')(h)
+    h = ConvBlock(self.features, self.conv, self.temporal, self.dtype, self.time_padding,
+                  name='conv2')(h)
     if x.shape[-1] != self.features:
       x = layers.conv(self.features, (1, 1, 1), dtype=self.dtype, name='skip')(x)
     return x + h
@@ -105,21 +110,27 @@ class AttentionBlock(nn.Module):
     return layers.constrain(x, layers.VIDEO)
 
 
-def downsample(x, time: bool, conv: str, temporal: bool, dtype, name: str):
-  """Strided conv halving (h, w), and t when `time`. [B,T,H,W,C] -> [B,T',H/2,W/2,C].
+def downsample(net: 'UNet3D', x, time: bool, name: str):
+  """Strided conv of `net` halving (h, w), and t when `time`. [B,T,H,W,C] -> [B,T',H/2,W/2,C].
 
   Without time striding a 3x3x3 kernel starts on its centre slice (frame by frame)."""
-  kernel = (3 if time or (conv == '3d' and temporal) else 1, 3, 3)
+  kernel = (3 if time or (net.conv == '3d' and net.temporal) else 1, 3, 3)
   return layers.conv(x.shape[-1], kernel, strides=(2 if time else 1, 2, 2),
-                     init='default' if time else 'center', dtype=dtype, name=name)(x)
+                     init='default' if time else 'center', time_padding=net.time_padding,
+                     dtype=net.dtype, name=name)(x)
 
 
-def upsample(x, time: bool, conv: str, temporal: bool, dtype, name: str):
-  """Nearest-neighbour doubling of (h, w), and t when `time`, then a conv."""
+def upsample(net: 'UNet3D', x, time: bool, name: str):
+  """Nearest-neighbour doubling of (h, w), and t when `time`, then a conv of `net`."""
   x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
   if time:
     x = jnp.repeat(x, 2, axis=1)
-  return ConvBlock(x.shape[-1], conv, temporal, dtype, name=name)(x)
+  return conv_block(net, x.shape[-1], name)(x)
+
+
+def conv_block(net: 'UNet3D', features: int, name: str) -> ConvBlock:
+  """A ConvBlock with `net`'s conv type, temporal switch, dtype and time padding."""
+  return ConvBlock(features, net.conv, net.temporal, net.dtype, net.time_padding, name=name)
 
 
 class UNet3D(nn.Module):
@@ -132,6 +143,9 @@ class UNet3D(nn.Module):
   cheap high-resolution stem). `temporal=False` builds the image U-Net (no temporal convs
   or attention) whose parameters `inflate_from_image_params` turns into this video U-Net's.
   `remat_policy` (see models/remat.py) recomputes block activations in the backward pass.
+  `time_padding`: 'zeros' (the default) or 'replicate' for every temporal conv tap past the
+  clip's ends; with 'replicate' (and no frame embedding) nothing tells a frame at the clip's
+  edge from one in the middle.
   """
   channels: Sequence[int] = (32, 64, 128)
   num_res_blocks: int = 1
@@ -148,6 +162,7 @@ class UNet3D(nn.Module):
   remat_policy: str = 'none'
   out_channels: int = 3
   dtype: layers.Dtype = jnp.float32
+  time_padding: str = 'zeros'
 
   def setup_check(self):
     n = len(self.channels)
@@ -156,6 +171,8 @@ class UNet3D(nn.Module):
             f'model.{name} has {len(getattr(self, name))} entries but model.channels has {n}; '
             f'give one per level.')
     check(self.conv in ('3d', '2plus1d'), f"model.conv={self.conv!r}; use '3d' or '2plus1d'.")
+    check(self.time_padding in layers.TIME_PADDINGS,
+          f'model.time_padding={self.time_padding!r}; use one of {layers.TIME_PADDINGS}.')
     check(self.temporal or not any(self.temporal_downsample),
           'an image U-Net (temporal=False) cannot downsample time; set temporal_downsample to False.')
 
@@ -187,7 +204,7 @@ def _blocks(net: UNet3D):
   res_block = remat(ResBlock, net.remat_policy, static_argnums=(3,))
   attn_block = remat(AttentionBlock, net.remat_policy)
   block = lambda ch, name: res_block(ch, net.conv, net.groups, net.dropout, net.temporal,
-                                     net.dtype, name=name)
+                                     net.dtype, net.time_padding, name=name)
   temporal_attn = lambda lvl: net.temporal and net.temporal_attention_levels[lvl]
   attn = lambda lvl, name: attn_block(net.head_dim, net.attention_levels[lvl], temporal_attn(lvl),
                                       net.temporal_window, net.dtype, name=name)
@@ -205,8 +222,7 @@ def encode(net: UNet3D, x, cond, context, context_mask, train: bool = False, hin
   """
   block, attn, has_attn = _blocks(net)
   last = len(net.channels) - 1
-  h = ConvBlock(net.channels[0], net.conv, net.temporal, net.dtype, name='conv_in')(
-      layers.space_to_depth(x, net.patch_size))
+  h = conv_block(net, net.channels[0], 'conv_in')(layers.space_to_depth(x, net.patch_size))
   if hint is not None:
     h = h + hint(h)
   skips = [h]
@@ -217,8 +233,7 @@ def encode(net: UNet3D, x, cond, context, context_mask, train: bool = False, hin
         h = attn(lvl, f'down_{lvl}_attn_{i}')(h, context, context_mask)
       skips.append(h)
     if lvl != last:
-      h = downsample(h, net.temporal_downsample[lvl], net.conv, net.temporal, net.dtype,
-                     f'down_{lvl}_sample')
+      h = downsample(net, h, net.temporal_downsample[lvl], f'down_{lvl}_sample')
       skips.append(h)
   h = block(net.channels[-1], 'mid_res_0')(h, cond, train)
   h = attn(last, 'mid_attn')(h, context, context_mask)
@@ -237,11 +252,9 @@ def decode(net: UNet3D, h, skips, cond, context, context_mask, train: bool = Fal
       if has_attn(lvl):
         h = attn(lvl, f'up_{lvl}_attn_{i}')(h, context, context_mask)
     if lvl != 0:
-      h = upsample(h, net.temporal_downsample[lvl - 1], net.conv, net.temporal, net.dtype,
-                   f'up_{lvl}_sample')
+      h = upsample(net, h, net.temporal_downsample[lvl - 1], f'up_{lvl}_sample')
   h = nn.silu(layers.GroupNorm(net.groups, net.dtype, name='norm_out')(h))
-  out = ConvBlock(net.out_channels * math.prod(net.patch_size), net.conv, net.temporal,
-                  net.dtype, name='conv_out')(h)
+  out = conv_block(net, net.out_channels * math.prod(net.patch_size), 'conv_out')(h)
   return layers.depth_to_space(out, net.patch_size).astype(jnp.float32)
 
 
