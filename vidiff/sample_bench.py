@@ -125,11 +125,11 @@ def seam_rows(setup, params, prompts, num_frames: int, steps: int,
   chunk = cfg.data.num_frames
   splice_overlap = generate.overlap_of(setup, generate.Options(num_frames=num_frames), chunk)
   rows = []
-  for mode, freenoise, weight, cut in (('splice', False, 0., 0), ('splice', True, 0., 0),
-                                       ('splice', False, reconstruction, 0),
-                                       ('splice', False, 0., trim), ('window', False, 0., 0)):
-    if mode == 'splice' and cut and splice_overlap + cut >= chunk:
-      continue
+  variants = [('splice', False, 0., 0), ('splice', True, 0., 0),
+              ('splice', False, reconstruction, 0)]
+  if trim and splice_overlap + trim < chunk:  # else no row: the chunk would have no new frames
+    variants.append(('splice', False, 0., trim))
+  for mode, freenoise, weight, cut in variants + [('window', False, 0., 0)]:
     options = generate.options_from_config(cfg, num_frames=num_frames, steps=steps,
                                            long_mode=mode, freenoise=freenoise,
                                            reconstruction=weight, trim=cut)
