@@ -75,11 +75,6 @@ def overlap_of(setup, options: Options, chunk: int) -> int:
   return options.overlap_frames(chunk, context.max_frames if context.prob > 0 else 0)
 
 
-def mode_of(options: Options, frames: int, chunk: int) -> str:
-  """'single' when one chunk holds the video, else `options.long_mode`."""
-  return 'single' if frames == chunk else options.long_mode
-
-
 def options_from_config(cfg, **overrides) -> Options:
   """The config's `sample` settings (training clip length as num_frames), then `overrides`."""
   s = cfg.sample
@@ -161,11 +156,11 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   frames, train_frames = shape[0], sample_shape(setup, cfg.data.num_frames)[0]
   chunk = options.chunk(train_frames, frames)
   overlap = overlap_of(setup, options, chunk) if frames > chunk else 0  # one chunk: none shared
-  trim = options.trim if mode_of(options, frames, chunk) == 'splice' else 0
+  mode = 'single' if frames == chunk else options.long_mode
+  trim = options.trim if mode == 'splice' else 0
   long_video.check_chunks(frames, chunk, overlap, trim)
   models.check_video_shape(cfg.model, chunk, shape[1],
                            frames_name='chunk_frames (per forward pass)')
-  mode = mode_of(options, frames, chunk)
   check_control(setup, control, (len(prompts), frames, res, res), mode)
   check(init_image is None or not latent.is_latent(setup.model),
         'init_image (image-to-video) is not supported for latent diffusion models yet.')
