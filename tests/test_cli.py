@@ -131,6 +131,11 @@ def test_sample_without_checkpoint(tmp_path):
   assert_one_line_error(result, 'no checkpoint')
 
 
+def test_sample_bench_names_its_seam_rows(tmp_path):
+  result = run('vidiff.sample_bench', f'--workdir={tmp_path}', '--rows=splice,windows')
+  assert_one_line_error(result, 'windows', 'splice, freenoise, reconstruction, trim, window')
+
+
 @pytest.mark.slow
 def test_st_transformer_trains_through_main_on_a_time_space_mesh(tmp_path):
   """Also: the temporal coherence loss on a time/space-sharded batch, video metrics during

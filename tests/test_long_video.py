@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import quickstart
 from test_diffusion import gaussian_denoiser
 from vidiff import generate, train
 from vidiff.diffusion import long_video, objectives, samplers, schedules
@@ -219,3 +220,14 @@ def test_default_splice_overlap_is_at_most_the_context_frames_the_model_learned(
   assert options.overlap_frames(8, max_context=4) == 2 and options.overlap_frames(2) == 1
   assert generate.Options(num_frames=20, long_mode='window').overlap_frames(8, 1) == 4
   assert generate.Options(num_frames=20, overlap=3).overlap_frames(8, max_context=1) == 3
+
+
+def test_long_video_settings_default_to_the_config_and_flags_override_them():
+  config = quickstart.get_config('unet3d,tiny')
+  config.sample.update(long_mode='window', trim=2)
+  options = generate.options_from_config(config, num_frames=20)
+  assert (options.long_mode, options.trim) == ('window', 2)
+  options = generate.options_from_config(config, long_mode='splice', trim=0)
+  assert (options.long_mode, options.trim) == ('splice', 0)
+  del config.sample.long_mode, config.sample.trim  # configs saved before these fields existed
+  assert generate.options_from_config(config).long_mode == 'splice'

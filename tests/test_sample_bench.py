@@ -57,3 +57,12 @@ def test_seam_rows_cover_every_long_video_mode():
                                        'window']
   assert all(np.isfinite(r['ratio']) and r['wall_s'] > 0 for r in rows)
   assert '| splice + trim 2 | 1 |' in sample_bench.markdown([], rows, 10, 'cpu')
+
+
+def test_seam_rows_measure_only_the_rows_asked_for():
+  config = quickstart.get_config('unet3d,tiny')
+  setup = train.make_setup(config)
+  params = train.init_state(setup).params
+  rows = sample_bench.seam_rows(setup, params, ['a red circle'] * 2, num_frames=10, steps=2,
+                                reconstruction=1., trim=2, names=('window', 'trim'))
+  assert [r['mode'] for r in rows] == ['splice + trim 2', 'window']

@@ -80,7 +80,8 @@ def options_from_config(cfg, **overrides) -> Options:
   s = cfg.sample
   base = dict(num_frames=cfg.data.num_frames, sampler=s.sampler, steps=s.steps,
               guidance=s.guidance, eta=s.eta, seed=s.seed, batch_size=s.batch_size,
-              first_frame=s.get('first_frame', False))
+              first_frame=s.get('first_frame', False), long_mode=s.get('long_mode', 'splice'),
+              trim=s.get('trim', 0))
   return Options(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 

@@ -34,14 +34,16 @@ flags.DEFINE_float('guidance', None, 'Classifier-free guidance scale (default: c
 flags.DEFINE_float('eta', None, 'DDIM eta: 0 deterministic, 1 ancestral (default: config).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed; the same seed gives the same video.')
 flags.DEFINE_integer('fps', None, 'Frames per second of the written video (default: config).')
-flags.DEFINE_enum('long_mode', 'splice', list(generate.LONG_MODES),
-                  'Videos longer than a chunk: splice chunks, or fuse sliding windows.')
+flags.DEFINE_enum('long_mode', None, list(generate.LONG_MODES),
+                  'Videos longer than a chunk: splice chunks, or fuse sliding windows '
+                  '(default: config.sample.long_mode).')
 flags.DEFINE_integer('chunk_frames', None, 'Frames per forward pass (default: training clip length).')
 flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring chunks/windows '
                      '(default: chunk/4 for splice, at most the context frames the model was '
                      'trained with; chunk/2 for window).')
-flags.DEFINE_integer('trim', 0, 'Splice: the last frames of each chunk that the next chunk '
-                     'samples anew, so it continues frames from inside the chunk before.')
+flags.DEFINE_integer('trim', None, 'Splice: the last frames of each chunk that the next chunk '
+                     'samples anew, so it continues frames from inside the chunk before '
+                     '(default: config.sample.trim).')
 flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long videos.')
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
                    '(chunk overlaps, --init_image); 0 (default): clean context frames.')

@@ -25,11 +25,15 @@ from etils import epath
 
 from vidiff import cli, generate, inference, metric_writer
 from vidiff.data import synthetic
+from vidiff.errors import check
 from vidiff.diffusion import long_video, samplers
 from vidiff.metrics import flow
 from vidiff.models import text
 
 FLAGS = flags.FLAGS
+
+
+SEAM_ROWS = ('splice', 'freenoise', 'reconstruction', 'trim', 'window')
 
 
 def define_flags() -> None:
@@ -43,6 +47,8 @@ def define_flags() -> None:
                      'uses it.')
   flags.DEFINE_integer('trim', 2, 'Trim of the seam row that drops each chunk\'s last frames '
                        '(0: no such row).')
+  flags.DEFINE_list('rows', list(SEAM_ROWS), 'Seam rows to measure (of '
+                    f'{", ".join(SEAM_ROWS)}); each samples the prompts once.')
   flags.DEFINE_string('out', None, 'Output directory (default: WORKDIR/sample_bench).')
 
 
@@ -116,20 +122,21 @@ def new_frame_starts(num_frames: int, chunk: int, overlap: int, trim: int = 0) -
   return [s + chunk - trim for s in long_video.chunk_starts(num_frames, chunk, overlap, trim)[:-1]]
 
 
-def seam_rows(setup, params, prompts, num_frames: int, steps: int,
-              reconstruction: float, trim: int) -> list[dict]:
-  """Seam statistics of long videos by splicing (clean context frames or replacement, FreeNoise,
-  reconstruction guidance, trimmed chunk ends) and by sliding windows (at the plain splice's
-  boundaries)."""
+def seam_rows(setup, params, prompts, num_frames: int, steps: int, reconstruction: float,
+              trim: int, names: tuple[str, ...] = SEAM_ROWS) -> list[dict]:
+  """Seam statistics of long videos, the rows of `names` (of SEAM_ROWS): by splicing (clean
+  context frames or replacement; + FreeNoise; + reconstruction guidance; + trimmed chunk ends)
+  and by sliding windows (at the plain splice's boundaries)."""
   cfg = setup.config
   chunk = cfg.data.num_frames
   splice_overlap = generate.overlap_of(setup, generate.Options(num_frames=num_frames), chunk)
   rows = []
-  variants = [('splice', False, 0., 0), ('splice', True, 0., 0),
-              ('splice', False, reconstruction, 0)]
-  if trim and splice_overlap + trim < chunk:  # else no row: the chunk would have no new frames
-    variants.append(('splice', False, 0., trim))
-  for mode, freenoise, weight, cut in variants + [('window', False, 0., 0)]:
+  variants = dict(splice=('splice', False, 0., 0), freenoise=('splice', True, 0., 0),
+                  reconstruction=('splice', False, reconstruction, 0),
+                  trim=('splice', False, 0., trim), window=('window', False, 0., 0))
+  if not trim or splice_overlap + trim >= chunk:  # no trim row: no new frames would be left
+    names = [n for n in names if n != 'trim']
+  for mode, freenoise, weight, cut in [variants[n] for n in SEAM_ROWS if n in names]:
     options = generate.options_from_config(cfg, num_frames=num_frames, steps=steps,
                                            long_mode=mode, freenoise=freenoise,
                                            reconstruction=weight, trim=cut)
@@ -167,13 +174,15 @@ def markdown(speed: list[dict], seams: list[dict], num_frames: int, device: str,
 
 def main(argv):
   del argv
+  unknown = sorted(set(FLAGS.rows) - set(SEAM_ROWS))
+  check(not unknown, f'--rows: unknown {", ".join(unknown)}; use some of {", ".join(SEAM_ROWS)}.')
   setup, state = inference.restore_setup(FLAGS.workdir)
   cfg = setup.config
   prompts = synthetic.example_prompts(FLAGS.prompts, seed=1,
                                       max_objects=cfg.data.synthetic.max_objects)
   speed = speed_rows(setup, state.ema_params, prompts, FLAGS.steps, FLAGS.repeats)
   seams = seam_rows(setup, state.ema_params, prompts, FLAGS.num_frames, FLAGS.steps,
-                    FLAGS.reconstruction, FLAGS.trim)
+                    FLAGS.reconstruction, FLAGS.trim, tuple(FLAGS.rows))
   profile = position_profile(setup, state.ema_params, prompts, FLAGS.steps)
   device = f'{jax.devices()[0].device_kind} x{jax.device_count()}'
   table = markdown(speed, seams, FLAGS.num_frames, device, profile)
