@@ -59,10 +59,10 @@ def test_seam_rows_cover_every_long_video_mode():
   assert '| splice + trim 2 | 1 |' in sample_bench.markdown([], rows, 10, 'cpu')
 
 
-def test_seam_rows_measure_only_the_rows_asked_for():
-  config = quickstart.get_config('unet3d,tiny')
-  setup = train.make_setup(config)
-  params = train.init_state(setup).params
-  rows = sample_bench.seam_rows(setup, params, ['a red circle'] * 2, num_frames=10, steps=2,
-                                reconstruction=1., trim=2, names=('window', 'trim'))
-  assert [r['mode'] for r in rows] == ['splice + trim 2', 'window']
+
+def test_seam_variants_are_the_rows_asked_for_in_table_order():
+  rows = sample_bench.seam_variants(('window', 'trim', 'splice'), 2., 3, trim_fits=True)
+  assert rows == [('splice', False, 0., 0), ('splice', False, 0., 3), ('window', False, 0., 0)]
+  assert sample_bench.seam_variants(('trim', 'reconstruction'), 2., 3, trim_fits=False) == [
+      ('splice', False, 2., 0)]
+  assert sample_bench.seam_variants(('trim',), 2., 0, trim_fits=True) == []

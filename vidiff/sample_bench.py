@@ -25,14 +25,12 @@ from etils import epath
 
 from vidiff import cli, generate, inference, metric_writer
 from vidiff.data import synthetic
-from vidiff.errors import check
 from vidiff.diffusion import long_video, samplers
+from vidiff.errors import check
 from vidiff.metrics import flow
 from vidiff.models import text
 
 FLAGS = flags.FLAGS
-
-
 SEAM_ROWS = ('splice', 'freenoise', 'reconstruction', 'trim', 'window')
 
 
@@ -122,6 +120,17 @@ def new_frame_starts(num_frames: int, chunk: int, overlap: int, trim: int = 0) -
   return [s + chunk - trim for s in long_video.chunk_starts(num_frames, chunk, overlap, trim)[:-1]]
 
 
+def seam_variants(names, reconstruction: float, trim: int,
+                  trim_fits: bool) -> list[tuple[str, bool, float, int]]:
+  """(long_mode, freenoise, reconstruction weight, trim) of each row of `names`, in SEAM_ROWS
+  order; no trim row when trim is 0 or leaves a chunk no new frames (not `trim_fits`)."""
+  variants = dict(splice=('splice', False, 0., 0), freenoise=('splice', True, 0., 0),
+                  reconstruction=('splice', False, reconstruction, 0),
+                  trim=('splice', False, 0., trim), window=('window', False, 0., 0))
+  skip = set() if trim and trim_fits else {'trim'}
+  return [variants[n] for n in SEAM_ROWS if n in names and n not in skip]
+
+
 def seam_rows(setup, params, prompts, num_frames: int, steps: int, reconstruction: float,
               trim: int, names: tuple[str, ...] = SEAM_ROWS) -> list[dict]:
   """Seam statistics of long videos, the rows of `names` (of SEAM_ROWS): by splicing (clean
@@ -131,12 +140,8 @@ def seam_rows(setup, params, prompts, num_frames: int, steps: int, reconstructio
   chunk = cfg.data.num_frames
   splice_overlap = generate.overlap_of(setup, generate.Options(num_frames=num_frames), chunk)
   rows = []
-  variants = dict(splice=('splice', False, 0., 0), freenoise=('splice', True, 0., 0),
-                  reconstruction=('splice', False, reconstruction, 0),
-                  trim=('splice', False, 0., trim), window=('window', False, 0., 0))
-  if not trim or splice_overlap + trim >= chunk:  # no trim row: no new frames would be left
-    names = [n for n in names if n != 'trim']
-  for mode, freenoise, weight, cut in [variants[n] for n in SEAM_ROWS if n in names]:
+  for mode, freenoise, weight, cut in seam_variants(names, reconstruction, trim,
+                                                    splice_overlap + trim < chunk):
     options = generate.options_from_config(cfg, num_frames=num_frames, steps=steps,
                                            long_mode=mode, freenoise=freenoise,
                                            reconstruction=weight, trim=cut)
