@@ -59,7 +59,6 @@ def test_seam_rows_cover_every_long_video_mode():
   assert '| splice + trim 2 | 1 |' in sample_bench.markdown([], rows, 10, 'cpu')
 
 
-
 def test_seam_variants_are_the_rows_asked_for_in_table_order():
   rows = sample_bench.seam_variants(('window', 'trim', 'splice'), 2., 3, trim_fits=True)
   assert rows == [('splice', False, 0., 0), ('splice', False, 0., 3), ('window', False, 0., 0)]

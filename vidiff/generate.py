@@ -76,12 +76,12 @@ def overlap_of(setup, options: Options, chunk: int) -> int:
 
 
 def options_from_config(cfg, **overrides) -> Options:
-  """The config's `sample` settings (training clip length as num_frames), then `overrides`."""
+  """The config's `sample` settings (training clip length as num_frames; fields missing from a
+  config saved before they existed take Options' defaults), then `overrides`."""
   s = cfg.sample
   base = dict(num_frames=cfg.data.num_frames, sampler=s.sampler, steps=s.steps,
               guidance=s.guidance, eta=s.eta, seed=s.seed, batch_size=s.batch_size,
-              first_frame=s.get('first_frame', False), long_mode=s.get('long_mode', 'splice'),
-              trim=s.get('trim', 0))
+              **{k: s.get(k, getattr(Options, k)) for k in ('first_frame', 'long_mode', 'trim')})
   return Options(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -267,7 +267,7 @@ def check_control(setup, control, shape: tuple[int, int, int, int], mode: str) -
         f'the control stream has shape {control.shape}; it needs one map per frame of each '
         f'video: [N, T, H, W, C] with (N, T, H, W) = {shape}.')
   check(mode != 'window', 'long_mode=window does not take a control stream; use '
-                          'long_mode=splice (the default) for long controlled videos.')
+                          '--long_mode=splice for long controlled videos.')
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
