@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import quickstart
 from vidiff import checkpointing, sharding, steps, train
 from vidiff.data import pipeline
 from vidiff.errors import UserError
@@ -29,21 +30,33 @@ def _assert_trees_close(a, b, rtol, atol):
                                err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize('mesh', [dict(data=8), dict(data=2, fsdp=2, time=2),
-                                  dict(data=2, time=2, space=2), dict(data=2, space=2, tensor=2)])
-def test_sharded_step_equals_single_device(tiny_config, mesh):
-  tiny_config.mesh.update({**dict(data=1, fsdp=1, time=1, space=1, tensor=1), **mesh})
+ALL_ONE = dict(data=1, fsdp=1, time=1, space=1, tensor=1)
+
+
+@pytest.fixture(scope='module')
+def single_device_run():
+  """(losses, first-step grads, params after 3 steps) of the tiny config on one device: the
+  reference every sharded run must match."""
+  config = quickstart.get_config('unet3d,tiny')
+  config.mesh.update(ALL_ONE)
+  setup, state, losses, _ = _run_steps(config, jax.devices()[:1], 3)
+  return losses, jax.device_get(_first_grads(setup)), jax.device_get(state.params)
+
+
+# Between them the two meshes shard over every axis (batch over data x fsdp, frames over time,
+# rows over space, channels over tensor) and regroup frames over time x space.
+@pytest.mark.parametrize('mesh', [dict(data=2, fsdp=2, time=2), dict(time=2, space=2, tensor=2)])
+def test_sharded_step_equals_single_device(tiny_config, mesh, single_device_run):
+  single_losses, single_grads, single_params = single_device_run
+  tiny_config.mesh.update({**ALL_ONE, **mesh})
   setup, sharded, sharded_losses, _ = _run_steps(tiny_config, None, 3)
   assert setup.mesh.devices.size == 8
-  sharded_grads = _first_grads(setup)
-  tiny_config.mesh.update(dict(data=1, fsdp=1, time=1, space=1, tensor=1))
-  single_setup, single, single_losses, _ = _run_steps(tiny_config, jax.devices()[:1], 3)
   np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-5)
-  _assert_trees_close(sharded_grads, _first_grads(single_setup), rtol=1e-4, atol=1e-6)
+  _assert_trees_close(_first_grads(setup), single_grads, rtol=1e-4, atol=1e-6)
   # Adam's first steps move each weight by about lr * sign(grad): where a gradient is ~0, float
   # noise may flip the sign, so updated params agree to within the step size, not to 1e-6.
   max_step = 3 * tiny_config.train.learning_rate
-  _assert_trees_close(sharded.params, single.params, rtol=0, atol=max_step)
+  _assert_trees_close(sharded.params, single_params, rtol=0, atol=max_step)
 
 
 def _first_grads(setup):
