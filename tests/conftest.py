@@ -1,6 +1,7 @@
 """Test setup: 8 host CPU devices, so sharding is exercised for real on any machine."""
 
 import os
+import re
 import tempfile
 
 # Tests compile many small programs and run each a few times: trade runtime for compile time.
@@ -29,6 +30,14 @@ def pytest_configure(config):
   cache = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='vidiff_jit_'))
   jax.config.update('jax_compilation_cache_dir', cache)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def cli_env(devices: int = 8, **extra) -> dict:
+  """Environment for a command run as a subprocess: this session's XLA flags (fast compiles, and
+  cache keys that match the in-process tests') with `devices` host devices, plus `extra`."""
+  flags = re.sub(r'--xla_force_host_platform_device_count=\d+',
+                 f'--xla_force_host_platform_device_count={devices}', os.environ['XLA_FLAGS'])
+  return {**os.environ, 'XLA_FLAGS': flags, 'JAX_PLATFORMS': 'cpu', **extra}
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The commands as a user runs them: end to end, resume, sample, and one-line errors."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,15 +9,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_env
 
 TINY = 'configs/quickstart.py:unet3d,tiny'
 
 
 def run(module, *args, devices=8):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=cli_env(devices),
                         capture_output=True, text=True, timeout=900, check=False)
 
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REAL_VIDEOS, REPO
+from conftest import REAL_VIDEOS, REPO, cli_env
 from configs import controlnet as controlnet_config
 from configs import quickstart
 from vidiff import train, video_io
@@ -180,7 +180,7 @@ def test_sample_with_a_depth_stream_and_clear_errors(runs, tmp_path):
   maps = synthetic.SyntheticVideos(1, 3, synthetic.SyntheticConfig(resolution=16)).read(
       0, np.arange(6))['depth']
   np.save(tmp_path / 'depth.npy', maps)
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  env = cli_env()
   command = [sys.executable, '-m', 'vidiff.sample', f'--workdir={control_dir}', '--steps=2',
              f'--control={tmp_path / "depth.npy"}', f'--output={tmp_path / "out.mp4"}']
   done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

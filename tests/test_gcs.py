@@ -10,7 +10,7 @@ import time
 import pytest
 from gcsfs.core import GCSFileSystem  # not gcsfs.GCSFileSystem: its layout probe needs the real service
 
-from conftest import REAL_VIDEOS, REPO
+from conftest import REAL_VIDEOS, REPO, cli_env
 import gcs_emulator
 
 TINY = 'configs/quickstart.py:unet3d,tiny'
@@ -48,9 +48,7 @@ def gcs():
 
 
 def run(gcs_env, module, *args):
-  env = dict(os.environ, **gcs_env, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=cli_env(**gcs_env),
                         capture_output=True, text=True, timeout=900, check=False)
 
 

@@ -1,7 +1,6 @@
 """Latent video diffusion (config.task='latent'): a denoiser trained on a frozen VAE's latents,
 sampled in latent space and decoded, long videos included."""
 
-import os
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_env
 from configs import latent_quickstart, vae_quickstart
 from vidiff import generate, train, video_io
 from vidiff.errors import UserError
@@ -89,7 +88,7 @@ def test_latent_run_keeps_the_vae_and_trains_the_denoiser(runs):
 @pytest.mark.slow
 def test_long_latent_videos_are_spliced_and_decoded(runs, tmp_path):
   vae_dir, _, latent_dir, _ = runs
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  env = cli_env()
   command = [sys.executable, '-m', 'vidiff.sample', f'--workdir={latent_dir}', '--steps=2',
              '--num_frames=13', '--overlap=1', f'--output={tmp_path / "long.mp4"}']
   done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -1,7 +1,6 @@
 """Runs as a cluster sees them: killed, preempted, resumed, and spread over two processes."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,22 +11,20 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from conftest import REPO
+from conftest import REPO, cli_env
 from vidiff import checkpointing, train
 
 TINY = 'configs/quickstart.py:unet3d,tiny'
 # Long enough to interrupt mid-run; no eval or samples, so the runs differ only in stopping.
-STEPS = 60
+STEPS, EVERY = 30, 10
 FLAGS = [f'--config={TINY}', f'--config.train.num_steps={STEPS}', '--config.train.log_every=1',
-         '--config.train.eval_every=1000', '--config.train.checkpoint_every=20',
+         '--config.train.eval_every=1000', f'--config.train.checkpoint_every={EVERY}',
          '--config.sample.num_prompts=0', '--config.mesh.data=4', '--config.mesh.time=2']
 
 
 def start(workdir, *extra, devices: int = 8) -> subprocess.Popen:
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu')
   return subprocess.Popen([sys.executable, '-m', 'vidiff.main', *FLAGS, f'--workdir={workdir}',
-                           *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           *extra], cwd=REPO, env=cli_env(devices), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
@@ -80,12 +77,12 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.slow
 def test_killed_run_resumes_bitwise(tmp_path, uninterrupted):
   proc = start(tmp_path)
-  wait_for(lambda: 20 in committed_steps(tmp_path), proc, 'the step-20 checkpoint')
+  wait_for(lambda: EVERY in committed_steps(tmp_path), proc, 'the first checkpoint')
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert max(committed_steps(tmp_path)) < STEPS
   output = finish(start(tmp_path))
-  assert 'resuming at step 20' in output or 'resuming at step 40' in output, output[-3000:]
+  assert any(f'resuming at step {s}' in output for s in range(EVERY, STEPS, EVERY)), output[-3000:]
   assert_bitwise_equal(final_params(tmp_path), uninterrupted)
 
 

@@ -2,14 +2,13 @@
 resume, reconstructions, vae_eval's table and the flat memory of chunked decoding."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REAL_VIDEOS, REPO
+from conftest import REAL_VIDEOS, REPO, cli_env
 from configs import vae_quickstart
 from vidiff import train, vae_eval, vae_task
 from vidiff.errors import UserError
@@ -109,9 +108,7 @@ def test_video_metrics_are_refused_for_the_vae():
 
 
 def _run(module, *args):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=cli_env(),
                         capture_output=True, text=True, timeout=600, check=False)
 
 
