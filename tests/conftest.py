@@ -9,6 +9,12 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8'
                            ' --xla_backend_optimization_level=0').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Many tests (and the CLI subprocesses, which inherit these) build the same programs: share
+# compiled executables through JAX's persistent compilation cache, kept per session so that
+# nothing goes stale. Every program: XLA takes ~50 ms even for an eager slice on CPU, a cache
+# hit a third of that, and a sharded checkpoint save alone runs hundreds of them.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='vidiff_jit_'))
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -24,12 +30,7 @@ REAL_VIDEOS = os.path.join(REPO, 'tests', 'data', 'real_videos')
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: end-to-end tests (run in CI; skip with -m "not slow")')
   assert jax.device_count() == 8, 'tests need 8 host devices; was jax imported before conftest?'
-  # Many tests build the same tiny model on the same mesh: share compiled executables
-  # across tests (and with the CLI subprocesses, which inherit the env var) through
-  # JAX's persistent compilation cache, kept per session so results never go stale.
-  cache = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='vidiff_jit_'))
-  jax.config.update('jax_compilation_cache_dir', cache)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  assert jax.config.jax_compilation_cache_dir, 'JAX_COMPILATION_CACHE_DIR was not read'
 
 
 def cli_env(devices: int = 8, **extra) -> dict:
