@@ -103,7 +103,7 @@ def test_long_latent_videos_are_spliced_and_decoded(runs, tmp_path):
 def test_sample_shape_is_the_latent_shape(runs):
   _, _, latent_dir, _ = runs
   from vidiff import inference  # pylint: disable=g-import-not-at-top
-  setup, _ = inference.restore_setup(str(latent_dir))
+  setup = inference.saved_setup(str(latent_dir))
   assert generate.sample_shape(setup, 13) == (4, 4, 4, setup.config.vae_model.latent_channels)
   with pytest.raises(UserError, match='1 \\+ 4k frames'):
     generate.sample_shape(setup, 12)

@@ -171,6 +171,25 @@ def test_generate_rejects_chunks_the_model_cannot_take(tiny_setup):
     setup.config.model.temporal_downsample = (False, False)
 
 
+def test_plan_lays_out_videos_and_checks_options_without_parameters(tiny_setup):
+  """What `vidiff.sample` checks before it restores a checkpoint."""
+  setup, _ = tiny_setup
+  plan = lambda **kw: generate.plan(setup, generate.Options(**kw), num_prompts=2)
+  assert plan(num_frames=10) == generate.Plan((10, 16, 16, 3), 4, 1, 'splice', 0)
+  assert plan(num_frames=10, long_mode='window', trim=2) == generate.Plan(
+      (10, 16, 16, 3), 4, 2, 'window', 0)
+  assert plan(num_frames=4, trim=2).mode == 'single'
+  with pytest.raises(UserError, match='overlap=4'):
+    plan(num_frames=12, overlap=4)
+  context = setup.config.diffusion.context.prob
+  setup.config.diffusion.context.prob = 0.
+  try:
+    with pytest.raises(UserError, match='first_frame'):
+      plan(num_frames=4, first_frame=True)
+  finally:
+    setup.config.diffusion.context.prob = context
+
+
 def test_zero_steps_is_a_user_error(tiny_setup):
   setup, params = tiny_setup
   with pytest.raises(UserError, match='at least 1 step'):

@@ -149,22 +149,9 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   A latent model samples latents (chunk_frames and overlap count latent frames) and decodes
   them. Returns uint8 [N, num_frames, H, W, 3]."""
   cfg = setup.config
-  res = cfg.data.resolution
-  check(options.steps >= 1, f'steps={options.steps}: a sampler needs at least 1 step.')
-  check(options.long_mode in LONG_MODES,
-        f'long_mode={options.long_mode!r}; use one of {", ".join(LONG_MODES)}.')
-  shape = sample_shape(setup, options.num_frames)
+  shape, chunk, overlap, mode, trim = dataclasses.astuple(
+      plan(setup, options, len(prompts), control, init_image is not None))
   frames, train_frames = shape[0], sample_shape(setup, cfg.data.num_frames)[0]
-  chunk = options.chunk(train_frames, frames)
-  overlap = overlap_of(setup, options, chunk) if frames > chunk else 0  # one chunk: none shared
-  mode = 'single' if frames == chunk else options.long_mode
-  trim = options.trim if mode == 'splice' else 0
-  long_video.check_chunks(frames, chunk, overlap, trim)
-  models.check_video_shape(cfg.model, chunk, shape[1],
-                           frames_name='chunk_frames (per forward pass)')
-  check_control(setup, control, (len(prompts), frames, res, res), mode)
-  check(init_image is None or not latent.is_latent(setup.model),
-        'init_image (image-to-video) is not supported for latent diffusion models yet.')
   if options.first_frame and init_image is None:
     return generate(setup, params, prompts, options, first_frames(setup, params, prompts, options,
                                                                   progress, control),
@@ -217,15 +204,58 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   return np.concatenate(out)[:len(prompts)]
 
 
-def first_frames(setup, params, prompts, options: Options, progress: bool = True,
-                 control: np.ndarray | None = None) -> np.ndarray:
-  """The first stage of `Options.first_frame`: float [N, H, W, 3] in [-1, 1], the first frame of
-  a training-length clip sampled for each prompt."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How `generate` lays out its videos: shape (T, H, W, C) drawn by the sampler, chunk frames
+  per forward pass, overlap between chunks/windows, mode ('single', 'splice' or 'window'),
+  trim (splice only)."""
+  shape: tuple[int, int, int, int]
+  chunk: int
+  overlap: int
+  mode: str
+  trim: int
+
+
+def plan(setup, options: Options, num_prompts: int, control: np.ndarray | None = None,
+         init_image: bool = False) -> Plan:
+  """`generate`'s layout of `num_prompts` videos, or a UserError naming the fix for options the
+  model cannot take. Needs no parameters: commands call it before restoring a checkpoint."""
+  cfg = setup.config
+  res = cfg.data.resolution
+  check(options.steps >= 1, f'steps={options.steps}: a sampler needs at least 1 step.')
+  check(options.long_mode in LONG_MODES,
+        f'long_mode={options.long_mode!r}; use one of {", ".join(LONG_MODES)}.')
+  shape = sample_shape(setup, options.num_frames)
+  frames, train_frames = shape[0], sample_shape(setup, cfg.data.num_frames)[0]
+  chunk = options.chunk(train_frames, frames)
+  overlap = overlap_of(setup, options, chunk) if frames > chunk else 0  # one chunk: none shared
+  mode = 'single' if frames == chunk else options.long_mode
+  trim = options.trim if mode == 'splice' else 0
+  long_video.check_chunks(frames, chunk, overlap, trim)
+  models.check_video_shape(cfg.model, chunk, shape[1],
+                           frames_name='chunk_frames (per forward pass)')
+  check_control(setup, control, (num_prompts, frames, res, res), mode)
+  check(not init_image or not latent.is_latent(setup.model),
+        'init_image (image-to-video) is not supported for latent diffusion models yet.')
+  if options.first_frame and not init_image:
+    check_first_frame(setup)
+  return Plan(shape, chunk, overlap, mode, trim)
+
+
+def check_first_frame(setup) -> None:
+  """A UserError unless the model can be sampled in two stages (`Options.first_frame`)."""
   check(not latent.is_latent(setup.model),
         'first_frame sampling is not supported for latent diffusion models yet; sample without it.')
   check(setup.config.diffusion.context.prob > 0,
         'first_frame sampling continues a sampled first frame, which needs a model trained with '
         'context frames (diffusion.context.prob > 0); sample without it.')
+
+
+def first_frames(setup, params, prompts, options: Options, progress: bool = True,
+                 control: np.ndarray | None = None) -> np.ndarray:
+  """The first stage of `Options.first_frame`: float [N, H, W, 3] in [-1, 1], the first frame of
+  a training-length clip sampled for each prompt."""
+  check_first_frame(setup)
   frames = min(options.num_frames, setup.config.data.num_frames)
   stage = dataclasses.replace(options, first_frame=False, num_frames=frames)
   clips = generate(setup, params, prompts, stage, progress=progress,

@@ -23,6 +23,13 @@ def restore_setup(workdir, tasks=('diffusion', 'latent', 'controlnet')):
   """(setup, state) from the latest checkpoint of `workdir` and the config saved with it, on a
   data-parallel mesh over all devices. No checkpoint, or one of a task not in `tasks` (a VAE
   where a denoiser is needed): a UserError naming the command to train what is needed."""
+  setup = saved_setup(workdir, tasks)
+  return setup, restore_state(workdir, setup)
+
+
+def saved_setup(workdir, tasks=('diffusion', 'latent', 'controlnet')):
+  """`restore_setup`'s setup alone, without reading the parameters: what a command needs to
+  check its flags against the model before it spends seconds restoring them."""
   config_json = checkpointing.saved_config(workdir) if epath.Path(workdir).exists() else None
   if config_json is None:
     raise UserError(f'--workdir={workdir} has no checkpoint under {workdir}/checkpoints; train one '
@@ -35,8 +42,12 @@ def restore_setup(workdir, tasks=('diffusion', 'latent', 'controlnet')):
                     f'{TRAIN_COMMANDS[tasks[0]]}')
   config.mesh.update(data=-1, fsdp=1, time=1, space=1, tensor=1)
   config.mesh.dcn.update(data=1, fsdp=1, time=1, space=1, tensor=1)
-  setup = train.make_setup(config)
-  return setup, checkpointing.restore(checkpointing.manager(workdir), train.abstract_state(setup))
+  return train.make_setup(config)
+
+
+def restore_state(workdir, setup):
+  """The train state of the latest checkpoint in `workdir`, placed as `setup` shards it."""
+  return checkpointing.restore(checkpointing.manager(workdir), train.abstract_state(setup))
 
 
 def restore_matching(workdir, task: str, model_config, setting: str, fix: str):

@@ -155,7 +155,7 @@ def model_predictor(setup, params):
 
 def main(argv):
   del argv
-  setup, state = inference.restore_setup(FLAGS.workdir)
+  setup = inference.saved_setup(FLAGS.workdir)
   data = setup.config.data
   check(data.source == 'synthetic',
         f'data.source={data.source!r}: the motion probe needs captions that state a direction, '
@@ -165,6 +165,7 @@ def main(argv):
   check(0 <= FLAGS.context < data.num_frames,
         f'--context={FLAGS.context}: give 0 to {data.num_frames - 1} clean leading frames '
         f'(clips have {data.num_frames}).')
+  state = inference.restore_state(FLAGS.workdir, setup)
   clips, captions = pipeline.held_out_clips(data, FLAGS.num_videos)
   clips = pipeline.as_float(jnp.asarray(clips))
   with setup.context():

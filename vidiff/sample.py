@@ -82,7 +82,7 @@ def main(argv):
   del argv
   paths = output_paths(FLAGS.output or epath.Path(FLAGS.workdir) / 'samples' / 'sample.mp4',
                        len(FLAGS.prompt))
-  setup, state = inference.restore_setup(FLAGS.workdir)
+  setup = inference.saved_setup(FLAGS.workdir)
   cfg = setup.config
   init = (video_io.read_image(FLAGS.init_image, cfg.data.resolution) if FLAGS.init_image
           else None)
@@ -94,6 +94,8 @@ def main(argv):
       batch_size=min(len(FLAGS.prompt), 8), long_mode=FLAGS.long_mode,
       chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, trim=FLAGS.trim, freenoise=FLAGS.freenoise,
       reconstruction=FLAGS.reconstruction, first_frame=FLAGS.first_frame)
+  generate.plan(setup, options, len(FLAGS.prompt), control, init is not None)  # flags first
+  state = inference.restore_state(FLAGS.workdir, setup)
   videos = generate.generate(setup, state.ema_params, FLAGS.prompt, options, init_image=init,
                              control=control)
   for prompt, video, path in zip(FLAGS.prompt, videos, paths):

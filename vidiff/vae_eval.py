@@ -154,7 +154,7 @@ def memory_table(rows: list[dict], chunk: int) -> str:
 def memory_main() -> None:
   frames = [int(f) for f in FLAGS.frames]
   if FLAGS.workdir:
-    setup, _ = inference.restore_setup(FLAGS.workdir[0], tasks=('vae',))
+    setup = inference.saved_setup(FLAGS.workdir[0], tasks=('vae',))
     model, cfg = setup.model, setup.config
   else:
     cfg = vae_quickstart.get_config(FLAGS.config_arg)
