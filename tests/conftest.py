@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 import tempfile
 
 # Tests compile many small programs and run each a few times: trade runtime for compile time.
@@ -39,6 +41,15 @@ def cli_env(devices: int = 8, **extra) -> dict:
   flags = re.sub(r'--xla_force_host_platform_device_count=\d+',
                  f'--xla_force_host_platform_device_count={devices}', os.environ['XLA_FLAGS'])
   return {**os.environ, 'XLA_FLAGS': flags, 'JAX_PLATFORMS': 'cpu', **extra}
+
+
+def run_module(module: str, *args: str, devices: int = 8, env: dict | None = None,
+               timeout: int = 900) -> subprocess.CompletedProcess:
+  """`python -m module *args` from the repository root as a user runs it, in `cli_env(devices,
+  **env)`; stdout and stderr captured, a failure returned rather than raised."""
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO,
+                        env=cli_env(devices, **(env or {})), capture_output=True, text=True,
+                        timeout=timeout, check=False)
 
 
 @pytest.fixture

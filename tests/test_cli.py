@@ -2,21 +2,14 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_env
+from conftest import run_module as run
 
 TINY = 'configs/quickstart.py:unet3d,tiny'
-
-
-def run(module, *args, devices=8):
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=cli_env(devices),
-                        capture_output=True, text=True, timeout=900, check=False)
 
 
 def assert_one_line_error(result, *fragments):

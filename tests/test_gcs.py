@@ -10,7 +10,7 @@ import time
 import pytest
 from gcsfs.core import GCSFileSystem  # not gcsfs.GCSFileSystem: its layout probe needs the real service
 
-from conftest import REAL_VIDEOS, REPO, cli_env
+from conftest import REAL_VIDEOS, REPO, run_module
 import gcs_emulator
 
 TINY = 'configs/quickstart.py:unet3d,tiny'
@@ -47,11 +47,6 @@ def gcs():
     proc.wait()
 
 
-def run(gcs_env, module, *args):
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=cli_env(**gcs_env),
-                        capture_output=True, text=True, timeout=900, check=False)
-
-
 @pytest.mark.slow
 def test_train_and_resume_with_a_gs_workdir(gcs):
   env, fs = gcs
@@ -59,7 +54,7 @@ def test_train_and_resume_with_a_gs_workdir(gcs):
   # test_cli's commands and mesh (params sharded on save and restore), so CI's compilation
   # cache serves both
   mesh = ['--config.mesh.data=2', '--config.mesh.fsdp=2', '--config.mesh.time=2']
-  result = run(env, 'vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh)
+  result = run_module('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh, env=env)
   assert result.returncode == 0, result.stderr[-5000:]
   root = f'{BUCKET}/runs/tiny'
   assert fs.exists(f'{root}/checkpoints/4/state/manifest.ocdbt')
@@ -67,8 +62,8 @@ def test_train_and_resume_with_a_gs_workdir(gcs):
   assert fs.glob(f'{root}/events.out.tfevents.*')
   assert fs.exists(f'{root}/metrics.jsonl') and fs.exists(f'{root}/samples/step_4/grid.png')
 
-  result = run(env, 'vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh,
-               '--config.train.num_steps=6', '--config.sample.num_prompts=0')
+  result = run_module('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh,
+                      '--config.train.num_steps=6', '--config.sample.num_prompts=0', env=env)
   assert result.returncode == 0, result.stderr[-5000:]
   assert 'resuming at step 4' in result.stdout, result.stdout
   fs.invalidate_cache()

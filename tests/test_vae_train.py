@@ -2,13 +2,11 @@
 resume, reconstructions, vae_eval's table and the flat memory of chunked decoding."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REAL_VIDEOS, REPO, cli_env
+from conftest import REAL_VIDEOS, run_module
 from configs import vae_quickstart
 from vidiff import train, vae_eval, vae_task
 from vidiff.errors import UserError
@@ -107,21 +105,16 @@ def test_video_metrics_are_refused_for_the_vae():
     train.make_setup(config)
 
 
-def _run(module, *args):
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=cli_env(),
-                        capture_output=True, text=True, timeout=600, check=False)
-
-
 @pytest.mark.slow
 def test_cli_trains_and_vae_eval_prints_tables(tmp_path):
   # resume and the memory table are tested in-process above
   workdir = tmp_path / 'run'
   mesh = ['--config.mesh.data=4', '--config.mesh.space=2']
-  result = _run('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh)
+  result = run_module('vidiff.main', f'--config={TINY}', f'--workdir={workdir}', *mesh)
   assert result.returncode == 0, result.stderr[-5000:]
   assert "'data': 4, 'fsdp': 1, 'time': 1, 'space': 2" in result.stdout
   assert 'step 4: eval loss' in result.stdout and 'psnr' in result.stdout
-  result = _run('vidiff.vae_eval', f'--workdir={workdir}', f'--videos={REAL_VIDEOS}',
+  result = run_module('vidiff.vae_eval', f'--workdir={workdir}', f'--videos={REAL_VIDEOS}',
                 '--num_videos=4')
   assert result.returncode == 0, result.stderr[-5000:]
   assert '| causal_vae |' in result.stdout and '| 4 | newtonscradle.gif |' in result.stdout
