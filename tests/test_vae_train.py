@@ -115,7 +115,7 @@ def test_cli_trains_and_vae_eval_prints_tables(tmp_path):
   assert "'data': 4, 'fsdp': 1, 'time': 1, 'space': 2" in result.stdout
   assert 'step 4: eval loss' in result.stdout and 'psnr' in result.stdout
   result = run_module('vidiff.vae_eval', f'--workdir={workdir}', f'--videos={REAL_VIDEOS}',
-                '--num_videos=4')
+                      '--num_videos=4')
   assert result.returncode == 0, result.stderr[-5000:]
   assert '| causal_vae |' in result.stdout and '| 4 | newtonscradle.gif |' in result.stdout
   assert (workdir / 'eval' / 'vae_metrics.json').exists()

@@ -150,7 +150,7 @@ def generate(setup, params, prompts, options: Options, init_image: np.ndarray | 
   them. Returns uint8 [N, num_frames, H, W, 3]."""
   cfg = setup.config
   shape, chunk, overlap, mode, trim = dataclasses.astuple(
-      plan(setup, options, len(prompts), control, init_image is not None))
+      plan(setup, options, len(prompts), control, has_init_image=init_image is not None))
   frames, train_frames = shape[0], sample_shape(setup, cfg.data.num_frames)[0]
   if options.first_frame and init_image is None:
     return generate(setup, params, prompts, options, first_frames(setup, params, prompts, options,
@@ -217,7 +217,7 @@ class Plan:
 
 
 def plan(setup, options: Options, num_prompts: int, control: np.ndarray | None = None,
-         init_image: bool = False) -> Plan:
+         has_init_image: bool = False) -> Plan:
   """`generate`'s layout of `num_prompts` videos, or a UserError naming the fix for options the
   model cannot take. Needs no parameters: commands call it before restoring a checkpoint."""
   cfg = setup.config
@@ -235,9 +235,9 @@ def plan(setup, options: Options, num_prompts: int, control: np.ndarray | None =
   models.check_video_shape(cfg.model, chunk, shape[1],
                            frames_name='chunk_frames (per forward pass)')
   check_control(setup, control, (num_prompts, frames, res, res), mode)
-  check(not init_image or not latent.is_latent(setup.model),
+  check(not has_init_image or not latent.is_latent(setup.model),
         'init_image (image-to-video) is not supported for latent diffusion models yet.')
-  if options.first_frame and not init_image:
+  if options.first_frame and not has_init_image:
     check_first_frame(setup)
   return Plan(shape, chunk, overlap, mode, trim)
 

@@ -94,7 +94,8 @@ def main(argv):
       batch_size=min(len(FLAGS.prompt), 8), long_mode=FLAGS.long_mode,
       chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, trim=FLAGS.trim, freenoise=FLAGS.freenoise,
       reconstruction=FLAGS.reconstruction, first_frame=FLAGS.first_frame)
-  generate.plan(setup, options, len(FLAGS.prompt), control, init is not None)  # flags first
+  generate.plan(setup, options, len(FLAGS.prompt), control,
+                has_init_image=init is not None)  # the flags, before the parameters
   state = inference.restore_state(FLAGS.workdir, setup)
   videos = generate.generate(setup, state.ema_params, FLAGS.prompt, options, init_image=init,
                              control=control)
