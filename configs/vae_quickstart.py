@@ -37,13 +37,17 @@ def vae_model(variant: str, tiny: bool) -> ml_collections.ConfigDict:
   # features normalised together): with 8 groups of 2-4 channels, per-group normalisation of
   # one small flat-coloured object left too little of its colour, and reconstructions came
   # out grey for hundreds of steps (500-step runs of the video VAE: 19.5 dB with 8 groups, 21.1
-  # with 1; of the 2D VAE with 1: 24.8).
+  # with 1; of the 2D VAE with 1: 24.8). conv='2plus1d' (video): each residual conv a 3x3 in
+  # space then a causal 3-tap in time, which at the same parameter count affords 22 channels
+  # where 3x3x3 convs afford 16: held-out PSNR at step 1000 25.5 dB against 22.4. The image
+  # VAE widens its 16 channels to 28 (`match_params`): about the same size, 707k vs 718k.
+  video = variant == 'video'
   return ml_collections.ConfigDict(dict(
-      name='causal_vae' if variant == 'video' else 'image_vae', dtype='float32',
-      channels=8 if tiny else 16, channel_mult=(1, 2, 2),
-      num_res_blocks=1, latent_channels=12 if variant == 'video' else 4, spatial_downsample=4,
-      temporal_downsample=4, temporal_kernel=3, kl=True, groups=1,
-      time_padding='replicate', conv_init='center',
+      name='causal_vae' if video else 'image_vae', dtype='float32',
+      channels=8 if tiny else 22 if video else 16, channel_mult=(1, 2, 2),
+      num_res_blocks=1, latent_channels=12 if video else 4, spatial_downsample=4,
+      temporal_downsample=4, temporal_kernel=3, conv='2plus1d' if video else '3d', kl=True,
+      groups=1, time_padding='replicate', conv_init='center',
       match_params=True, text=common.text_config('tiny')))
 
 

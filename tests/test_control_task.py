@@ -3,14 +3,12 @@ pipeline, a frozen base restored from a checkpoint, the control scores, sampling
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import REAL_VIDEOS, REPO, cli_env
+from conftest import REAL_VIDEOS, run_module
 from configs import controlnet as controlnet_config
 from configs import quickstart
 from vidiff import train, video_io
@@ -180,14 +178,11 @@ def test_sample_with_a_depth_stream_and_clear_errors(runs, tmp_path):
   maps = synthetic.SyntheticVideos(1, 3, synthetic.SyntheticConfig(resolution=16)).read(
       0, np.arange(6))['depth']
   np.save(tmp_path / 'depth.npy', maps)
-  env = cli_env()
-  command = [sys.executable, '-m', 'vidiff.sample', f'--workdir={control_dir}', '--steps=2',
-             f'--control={tmp_path / "depth.npy"}', f'--output={tmp_path / "out.mp4"}']
-  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  args = ['--steps=2', f'--control={tmp_path / "depth.npy"}', f'--output={tmp_path / "out.mp4"}']
+  done = run_module('vidiff.sample', f'--workdir={control_dir}', *args, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   assert len(video_io.read_video(tmp_path / 'out.mp4')) == 6  # the stream's length
-  command[3] = f'--workdir={base_dir}'
-  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  done = run_module('vidiff.sample', f'--workdir={base_dir}', *args, timeout=300)
   assert done.returncode != 0 and 'without a ControlNet' in done.stderr
 
 

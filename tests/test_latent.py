@@ -1,15 +1,12 @@
 """Latent video diffusion (config.task='latent'): a denoiser trained on a frozen VAE's latents,
 sampled in latent space and decoded, long videos included."""
 
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_env
+from conftest import run_module
 from configs import latent_quickstart, vae_quickstart
 from vidiff import generate, train, video_io
 from vidiff.errors import UserError
@@ -88,14 +85,11 @@ def test_latent_run_keeps_the_vae_and_trains_the_denoiser(runs):
 @pytest.mark.slow
 def test_long_latent_videos_are_spliced_and_decoded(runs, tmp_path):
   vae_dir, _, latent_dir, _ = runs
-  env = cli_env()
-  command = [sys.executable, '-m', 'vidiff.sample', f'--workdir={latent_dir}', '--steps=2',
-             '--num_frames=13', '--overlap=1', f'--output={tmp_path / "long.mp4"}']
-  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  args = ['--steps=2', '--num_frames=13', '--overlap=1', f'--output={tmp_path / "long.mp4"}']
+  done = run_module('vidiff.sample', f'--workdir={latent_dir}', *args, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   assert len(video_io.read_video(tmp_path / 'long.mp4')) == 13  # 4 latent frames, 2 chunks
-  command[3] = f'--workdir={vae_dir}'
-  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  done = run_module('vidiff.sample', f'--workdir={vae_dir}', *args, timeout=300)
   assert done.returncode != 0 and 'holds a vae checkpoint' in done.stderr
 
 

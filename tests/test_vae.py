@@ -15,11 +15,11 @@ TINY = dict(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, latent_channel
             spatial_downsample=4, temporal_downsample=4, groups=4)
 
 
-@pytest.fixture(scope='module')
-def model_and_params():
+@pytest.fixture(scope='module', params=vae.CONVS)
+def model_and_params(request):
   # Every time tap random (not the 'center' init, whose past taps start at zero), so the
-  # causality tests see a model that does mix frames.
-  model = vae.CausalVAE(**TINY, conv_init='default')
+  # causality tests see a model that does mix frames; with 3D and with (2+1)D residual blocks.
+  model = vae.CausalVAE(**TINY, conv_init='default', conv=request.param)
   params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3)))['params']
   return model, params
 

@@ -40,7 +40,7 @@ def test_vae_trains_sharded_checkpoints_and_resumes(trained):
   keys = {k for r in rows for k in r}
   assert {'train/loss', 'eval/loss', 'eval/psnr', 'eval/ssim', 'sample/psnr'} <= keys
   assert all(np.isfinite(r['train/loss']) for r in rows if 'train/loss' in r)
-  kernel = state.params['encoder']['down_1_res_0']['conv1']['conv']['kernel']
+  kernel = state.params['encoder']['down_1_res_0']['conv1_space']['conv']['kernel']
   assert 'fsdp' in str(kernel.sharding.spec)
 
 

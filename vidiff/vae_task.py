@@ -34,6 +34,7 @@ def get_model(model_config) -> vae.CausalVAE:
     raise UserError(f'config.model lacks the VAE fields {missing}; start from '
                     f'configs/vae_quickstart.py.')
   fields = {k: model_config[k] for k in FIELDS}
+  fields['conv'] = model_config.get('conv', '3d')  # configs saved before the field existed
   fields['channel_mult'] = tuple(fields['channel_mult'])
   model = vae.CausalVAE(**fields, dtype=models.dtype(model_config))
   if name == 'image_vae':
