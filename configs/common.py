@@ -147,7 +147,12 @@ def base_config() -> ml_collections.ConfigDict:
       min_snr_gamma=0.0,  # > 0: Min-SNR-gamma loss weighting (0 = off)
       # lambda of the temporal coherence loss ||Flow(x0_hat_t) - Flow(x0_hat_t-1)||^2 on the
       # predicted clean frames (differentiable Lucas-Kanade flow; 0 = off).
-      temporal_weight=0.0))
+      temporal_weight=0.0,
+      # Scheduled sampling: with probability `prob` a clip's x_t is the model's own DDIM step
+      # from up to `gap` of the way to pure noise (no gradient through it), the true clip the
+      # target, so the model learns to correct what its sampler leaves (one more forward pass
+      # per step). README, "Where along the path they go".
+      self_step=dict(prob=0.0, gap=1.0)))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, batch_size=8, learning_rate=1e-3, warmup_steps=100, weight_decay=0.0,
       grad_clip=1.0, ema_decay=0.995, log_every=25, eval_every=250, checkpoint_every=250,

@@ -230,3 +230,61 @@ def test_context_frames_are_clean_inputs_at_time_zero_and_out_of_the_loss():
   # The loss of a zero prediction is the mean square of x0 over the scored frames only.
   want = (jnp.square(x0[0, 2:]).mean() + jnp.square(x0[1]).mean()) / 2
   np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
+def _self_step_case():
+  schedule = schedules.Schedule('cosine', 2.)
+  k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+  x0 = jax.random.uniform(k1, (3, 4, 2, 2, 3), minval=-1, maxval=1)
+  noise = {'t': jnp.array([0.2, 0.5, 0.3]), 'eps': jax.random.normal(k2, x0.shape),
+           'context': jnp.array([0, 0, 1]), 'gap': jnp.array([0.5, 1.0, 0.8]),
+           'self': jnp.array([True, False, True])}
+  return schedule, x0, noise
+
+
+def test_a_perfect_models_own_step_is_the_training_input():
+  """DDIM from t1 to t with the true x0 lands on alpha_t x0 + sigma_t eps: the same x_t."""
+  schedule, x0, noise = _self_step_case()
+  own = objectives.own_step_input(lambda x, t, tok: x0, x0, None, noise, schedule, 'x0', 0.5)
+  alpha, sigma = schedule.marginal(jnp.where(objectives.context_frames(noise['context'], 4), 0.,
+                                             noise['t'][:, None]))
+  want = (objectives.expand(alpha, x0) * x0 + objectives.expand(sigma, x0) * noise['eps'])
+  np.testing.assert_allclose(own, want, atol=1e-5)
+
+
+def test_self_step_clips_see_the_models_step_and_keep_the_true_target():
+  """A model that halves x_t: clips with 'self' get its DDIM step from t1 = t + gap/2 (1 - t) as
+  input (context frames still clean), the others the usual x_t; the target is x0 for all."""
+  schedule, x0, noise = _self_step_case()
+  seen = []
+
+  def apply(x_t, t, tokens):
+    del tokens
+    seen.append((x_t, t))
+    return 0.5 * x_t
+
+  loss, per_example = objectives.diffusion_loss(apply, x0, None, noise, schedule, 'x0',
+                                                self_step_gap=0.5)
+  (x_t1, t1), (x_t, t) = seen  # the model's own step first, then the scored prediction
+  np.testing.assert_allclose(t1[:, 1], noise['t'] + 0.5 * noise['gap'] * (1 - noise['t']))
+  a1, s1 = schedule.marginal(t1)
+  a, s = schedule.marginal(t)
+  x0_hat = jnp.clip(0.5 * x_t1, -1., 1.)  # clipped as the samplers clip pixels
+  eps_hat = (x_t1 - objectives.expand(a1, x0) * x0_hat) / objectives.expand(s1, x0)
+  step = objectives.expand(a, x0) * x0_hat + objectives.expand(s, x0) * eps_hat
+  plain = objectives.expand(a, x0) * x0 + objectives.expand(s, x0) * noise['eps']
+  np.testing.assert_allclose(x_t[0], step[0], atol=1e-5)
+  np.testing.assert_allclose(x_t[1], plain[1], atol=1e-6)
+  np.testing.assert_allclose(x_t[2, 1:], step[2, 1:], atol=1e-5)
+  np.testing.assert_array_equal(x_t[2, 0], x0[2, 0])
+  assert np.abs(x_t[0] - plain[0]).max() > 0.1  # the step is not the usual input
+  want = [jnp.square(0.5 * x_t[i, c:] - x0[i, c:]).mean() for i, c in enumerate([0, 0, 1])]
+  np.testing.assert_allclose(per_example, want, rtol=1e-5)
+
+
+def test_self_step_draws_leave_t_eps_and_context_unchanged():
+  a = objectives.draw_noise(jax.random.PRNGKey(0), (2000, 3, 1), 0.5, 2)
+  b = objectives.draw_noise(jax.random.PRNGKey(0), (2000, 3, 1), 0.5, 2, self_step_prob=0.25)
+  for key in ('t', 'eps', 'context'):
+    np.testing.assert_array_equal(a[key], b[key])
+  assert not a['self'].any() and 0.22 < float(b['self'].mean()) < 0.28

@@ -38,9 +38,17 @@ def draw(rng, setup, batch, train: bool, shape=None) -> dict:
   shape = shape or batch['video'].shape
   rate = setup.config.diffusion.prompt_dropout if train else 0.
   context = setup.config.diffusion.context
-  return {**objectives.draw_noise(noise_rng, shape, context.prob, context.max_frames),
+  own = own_step(setup.config) if train else None
+  return {**objectives.draw_noise(noise_rng, shape, context.prob, context.max_frames,
+                                  own.prob if own else 0.),
           'drop': jax.random.bernoulli(drop_rng, rate, shape[:1]),
           'dropout': dropout_rng}
+
+
+def own_step(config):
+  """`diffusion.self_step` when it is on (prob > 0), else None (configs saved before it: off)."""
+  own = config.diffusion.get('self_step')
+  return own if own is not None and own.prob > 0 else None
 
 
 def loss_fn(params, setup, batch, noise: dict, train: bool, x0=None, **model_kwargs):
@@ -52,11 +60,14 @@ def loss_fn(params, setup, batch, noise: dict, train: bool, x0=None, **model_kwa
   tokens = jnp.where(noise['drop'][:, None], null, tokens)
   apply = lambda x, t, tok: setup.model.apply({'params': params}, x, t, tok, train=train,
                                               rngs={'dropout': noise['dropout']}, **model_kwargs)
+  pixels = x0 is None  # latents (x0 given) have no fixed range to clip to
   x0 = pipeline.as_float(batch['video']) if x0 is None else x0
+  own = own_step(setup.config) if train else None
   return objectives.diffusion_loss(apply, x0, tokens, noise,
                                    setup.schedule, setup.config.diffusion.prediction,
                                    setup.config.diffusion.min_snr_gamma,
-                                   setup.config.diffusion.temporal_weight)
+                                   setup.config.diffusion.temporal_weight,
+                                   own.gap if own else 0., clip_x0=pixels)
 
 
 def microbatches(tree, k: int):

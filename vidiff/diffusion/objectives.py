@@ -58,9 +58,10 @@ def min_snr_weight(alpha, sigma, prediction: str, gamma: float):
   return capped * jnp.square(scale[prediction])
 
 
-def draw_noise(rng, shape, context_prob: float = 0., max_context: int = 0) -> dict:
+def draw_noise(rng, shape, context_prob: float = 0., max_context: int = 0,
+               self_step_prob: float = 0.) -> dict:
   """The diffusion randomness of a video batch of `shape` [B, T, ...]: {'t': U(0, 1) [B],
-  'eps': N(0, I) [B, T, ...], 'context': int [B]}.
+  'eps': N(0, I) [B, T, ...], 'context': int [B], 'self': bool [B], 'gap': U(0, 1) [B]}.
 
   `context`: how many leading frames of each clip are given clean, as context the model learns
   to continue (0 for most clips; with probability `context_prob` uniform in 1..max_context).
@@ -72,8 +73,14 @@ def draw_noise(rng, shape, context_prob: float = 0., max_context: int = 0) -> di
   batch = shape[:1]
   frames = jax.random.randint(k_rng, batch, 1, max(max_context, 1) + 1)
   use = jax.random.bernoulli(use_rng, context_prob, batch) & (max_context > 0)
+  # `self`: the clip's x_t is the model's own sampler step (`own_step_input`) from a level
+  # `gap` of the way to t = 1, with probability `self_step_prob`. Drawn from a key of their own,
+  # so t, eps and context are the same with it as without.
+  gap_rng, self_rng = jax.random.split(jax.random.fold_in(rng, 1))
   return {'t': jax.random.uniform(t_rng, batch), 'eps': jax.random.normal(eps_rng, shape),
-          'context': jnp.where(use, frames, 0).astype(jnp.int32)}
+          'context': jnp.where(use, frames, 0).astype(jnp.int32),
+          'gap': jax.random.uniform(gap_rng, batch),
+          'self': jax.random.bernoulli(self_rng, self_step_prob, batch)}
 
 
 def context_frames(context, frames: int):
@@ -81,8 +88,32 @@ def context_frames(context, frames: int):
   return jnp.arange(frames)[None, :] < context[:, None]
 
 
+def own_step_input(apply_fn, x0, tokens, noise: dict, schedule: Schedule, prediction: str,
+                   max_gap: float, clip_x0: bool = True):
+  """x_t [B, T, ...] as the model's own DDIM step leaves it: noised to t1 = t + gap * max_gap *
+  (1 - t), the model predicts (x0_hat, eps_hat) there (no gradient) and the step to t gives
+  alpha_t x0_hat + sigma_t eps_hat. A perfect model gives back alpha_t x0 + sigma_t eps; a real
+  one leaves what samplers meet (dim, blurred objects), which training on it with the true x0
+  as target (scheduled sampling, Bengio et al. 2015, one sampler step long) teaches the model to
+  correct. Context frames stay clean. x0_hat is clipped to [-1, 1] as the samplers clip it
+  (`clip_x0=False` for latents, which have no fixed range)."""
+  t, eps = noise['t'], noise['eps'].astype(x0.dtype)
+  clean = context_frames(noise['context'], x0.shape[1])
+  t1 = t + noise['gap'] * max_gap * (1. - t)
+  a1, s1 = schedule.marginal(jnp.where(clean, 0., t1[:, None]))
+  x_t1 = expand(a1, x0) * x0 + expand(s1, x0) * eps
+  pred = jax.lax.stop_gradient(apply_fn(x_t1, jnp.where(clean, 0., t1[:, None]), tokens))
+  x0_hat = x0_eps(pred.astype(jnp.float32), x_t1, a1, s1, prediction)[0]
+  x0_hat = jnp.clip(x0_hat, -1., 1.) if clip_x0 else x0_hat
+  eps_hat = (x_t1 - expand(a1, x0) * x0_hat) / expand(jnp.maximum(s1, 1e-6), x0)
+  alpha, sigma = schedule.marginal(jnp.where(clean, 0., t[:, None]))
+  return jnp.where(expand(clean, x0), x0,
+                   expand(alpha, x0) * x0_hat + expand(sigma, x0) * eps_hat)
+
+
 def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, prediction: str,
-                   min_snr_gamma: float | None = None, temporal_weight: float = 0.):
+                   min_snr_gamma: float | None = None, temporal_weight: float = 0.,
+                   self_step_gap: float = 0., clip_x0: bool = True):
   """Mean squared error of the model's prediction, plus the temporal coherence loss.
 
   x0: [B, T, ...]; apply_fn(x_t, t [B, T], tokens) -> prediction. `noise` is `draw_noise`'s;
@@ -90,13 +121,21 @@ def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   weights each example by `min_snr_weight` (None weighs all equally). `temporal_weight` > 0 adds
   lambda * ||Flow(x0_hat_t) - Flow(x0_hat_{t-1})||^2 on the predicted clean frames
   (`jax_flow.temporal_coherence_loss`: the mean squared change between consecutive optical-flow
-  fields, 0 for a static video). Returns (loss scalar, per-example loss [B]).
+  fields, 0 for a static video). `self_step_gap` > 0: clips with noise['self'] take
+  `own_step_input(..., self_step_gap, clip_x0)` as x_t, the target the noise it holds.
+  Returns (loss scalar, per-example loss [B]).
   """
   t, eps = noise['t'], noise['eps'].astype(x0.dtype)
   clean = context_frames(noise['context'], x0.shape[1])
   t_frames = jnp.where(clean, 0., t[:, None])
   alpha, sigma = schedule.marginal(t_frames)
   x_t = expand(alpha, x0) * x0 + expand(sigma, x0) * eps
+  if self_step_gap:  # clips drawn with noise['self'] start from the model's own step
+    x_t = jnp.where(expand(noise['self'], x0), own_step_input(
+        apply_fn, x0, tokens, noise, schedule, prediction, self_step_gap, clip_x0), x_t)
+    # The noise that x_t holds beside alpha x0 (eps itself for the other clips).
+    eps = jnp.where(expand(clean, x0), eps, (x_t - expand(alpha, x0) * x0) /
+                    expand(jnp.maximum(sigma, 1e-6), x0))
   pred = apply_fn(x_t, t_frames, tokens)
   err = jnp.square(pred.astype(jnp.float32) - target(x0, eps, alpha, sigma, prediction))
   per_frame = err.mean(axis=tuple(range(2, err.ndim)))  # [B, T]
