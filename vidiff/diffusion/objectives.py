@@ -133,9 +133,9 @@ def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   if self_step_gap:  # clips drawn with noise['self'] start from the model's own step
     x_t = jnp.where(expand(noise['self'], x0), own_step_input(
         apply_fn, x0, tokens, noise, schedule, prediction, self_step_gap, clip_x0), x_t)
-    # The noise that x_t holds beside alpha x0 (eps itself for the other clips).
-    eps = jnp.where(expand(clean, x0), eps, (x_t - expand(alpha, x0) * x0) /
-                    expand(jnp.maximum(sigma, 1e-6), x0))
+    # Their target is the noise that x_t holds beside alpha x0.
+    held = (x_t - expand(alpha, x0) * x0) / expand(jnp.maximum(sigma, 1e-6), x0)
+    eps = jnp.where(expand(noise['self'][:, None] & ~clean, x0), held, eps)
   pred = apply_fn(x_t, t_frames, tokens)
   err = jnp.square(pred.astype(jnp.float32) - target(x0, eps, alpha, sigma, prediction))
   per_frame = err.mean(axis=tuple(range(2, err.ndim)))  # [B, T]

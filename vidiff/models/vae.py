@@ -87,8 +87,8 @@ CONVS = ('3d', '2plus1d')
 
 class ResBlock(nn.Module):
   """Per-frame GroupNorm, SiLU, causal conv, twice; residual. `conv` '3d': (kt, 3, 3) convs;
-  '2plus1d': each a (1, 3, 3) conv then a causal (kt, 1, 1) one (a third of the parameters
-  of a 3x3x3 conv at kt = 3 and 12/9 of a 2D one, so a wider VAE at the same size).
+  '2plus1d': each a (1, 3, 3) conv then a causal (kt, 1, 1) one (12 C^2 weights at kt = 3
+  where a 3x3x3 conv has 27 and a 2D one 9: a wider VAE at the same size).
 
   x: [B, T, H, W, Cin] -> [B, T, H, W, features].
   """
