@@ -99,14 +99,15 @@ def own_step_input(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   (`clip_x0=False` for latents, which have no fixed range)."""
   t, eps = noise['t'], noise['eps'].astype(x0.dtype)
   clean = context_frames(noise['context'], x0.shape[1])
-  t1 = t + noise['gap'] * max_gap * (1. - t)
-  a1, s1 = schedule.marginal(jnp.where(clean, 0., t1[:, None]))
+  per_frame = lambda level: jnp.where(clean, 0., level[:, None])  # context frames at t = 0
+  t1 = per_frame(t + noise['gap'] * max_gap * (1. - t))
+  a1, s1 = schedule.marginal(t1)
   x_t1 = expand(a1, x0) * x0 + expand(s1, x0) * eps
-  pred = jax.lax.stop_gradient(apply_fn(x_t1, jnp.where(clean, 0., t1[:, None]), tokens))
+  pred = jax.lax.stop_gradient(apply_fn(x_t1, t1, tokens))
   x0_hat = x0_eps(pred.astype(jnp.float32), x_t1, a1, s1, prediction)[0]
   x0_hat = jnp.clip(x0_hat, -1., 1.) if clip_x0 else x0_hat
   eps_hat = (x_t1 - expand(a1, x0) * x0_hat) / expand(jnp.maximum(s1, 1e-6), x0)
-  alpha, sigma = schedule.marginal(jnp.where(clean, 0., t[:, None]))
+  alpha, sigma = schedule.marginal(per_frame(t))
   return jnp.where(expand(clean, x0), x0,
                    expand(alpha, x0) * x0_hat + expand(sigma, x0) * eps_hat)
 
