@@ -189,3 +189,10 @@ def test_self_step_training_runs_sharded_and_changes_the_input(tiny_config):
   tiny_config.diffusion.self_step.prob = 0.0
   _, _, plain, _ = _run_steps(tiny_config, None, 1)
   assert abs(losses[0] - plain[0]) > 1e-4 * abs(plain[0]), (losses[0], plain[0])
+
+
+@pytest.mark.parametrize('field, value', [('prob', 1.5), ('gap', 0.0), ('gap', 2.0)])
+def test_bad_self_step_is_a_clear_error(tiny_config, field, value):
+  tiny_config.diffusion.self_step[field] = value
+  with pytest.raises(UserError, match=r'diffusion.self_step.prob=.*prob must be in \[0, 1\]'):
+    train.check_config(tiny_config)

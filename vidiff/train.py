@@ -77,6 +77,10 @@ def check_config(config) -> None:
   objectives.check_prediction(config.diffusion.prediction)
   check(0 <= config.diffusion.prompt_dropout < 1,
         f'diffusion.prompt_dropout={config.diffusion.prompt_dropout} must be in [0, 1).')
+  own = config.diffusion.get('self_step')
+  check(own is None or (0 <= own.prob <= 1 and 0 < own.gap <= 1),
+        f'diffusion.self_step.prob={own.prob}, .gap={own.gap}: prob must be in [0, 1] and '
+        f'gap in (0, 1].')
   check(config.data.num_frames >= 1 and config.data.frame_stride >= 1,
         'data.num_frames and data.frame_stride must be >= 1.')
   check(config.train.batch_size >= 1, f'train.batch_size={config.train.batch_size} must be >= 1.')
