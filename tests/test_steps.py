@@ -37,7 +37,9 @@ def test_grad_accumulation_equals_one_big_batch(tiny_config, k, mesh):
   (loss_1, grads_1), (loss_k, grads_k) = results
   np.testing.assert_allclose(loss_k, loss_1, rtol=1e-5)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads_k), jax.tree.leaves(grads_1)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+    # Float32 sums in another order: absolute error scales with the leaf's largest entry.
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(np.abs(b).max()),
+                               err_msg=jax.tree_util.keystr(path))
 
 
 def test_microbatch_that_does_not_divide_the_mesh_is_a_user_error(tiny_config):
