@@ -11,7 +11,7 @@ from vidiff import evaluate, video_io
 from vidiff.data import pipeline
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError
-from vidiff.metrics import video_metrics
+from vidiff.metrics import i3d, video_metrics
 
 
 def moving_squares(n: int, frames: int = 10, size: int = 32, jitter: bool = False) -> np.ndarray:
@@ -71,6 +71,10 @@ def test_scores_rank_coherent_motion_above_jitter():
   assert near['temporal_fid'] < far['temporal_fid']
   assert near['flow_consistency'] < far['flow_consistency']
   assert near['real_warping_error'] == far['real_warping_error']
+  # Against the real set's statistics computed once (the periodic eval's way): the same scores.
+  reference = video_metrics.set_stats(real, i3d.load_params(), resolution=64)
+  assert video_metrics.score(reference, moving_squares(6, jitter=True), resolution=64) == (
+      pytest.approx(far, rel=1e-6))
   with pytest.raises(UserError, match='uint8'):
     video_metrics.score(real, real.astype(np.float32))
 

@@ -82,8 +82,8 @@ def read_videos(path, num_frames: int | None = None) -> np.ndarray:
 def sample_and_score(setup, params, real: np.ndarray, captions, i3d_params, options,
                      resolution: int = i3d.RESOLUTION, flow_method: str = 'dis',
                      progress: bool = True):
-  """Samples one video per caption and scores them against `real` uint8 [N, T, H, W, 3].
-  Returns (scores dict, generated uint8 [N, T, H, W, 3])."""
+  """Samples one video per caption and scores them against `real` uint8 [N, T, H, W, 3] (or its
+  `video_metrics.set_stats`). Returns (scores dict, generated uint8 [N, T, H, W, 3])."""
   generated = generate.generate(setup, params, list(captions), options, progress=progress)
   scores = video_metrics.score(real, generated, i3d_params, resolution, flow_method)
   return scores, generated

@@ -253,14 +253,22 @@ def check_first_frame(setup) -> None:
 
 def first_frames(setup, params, prompts, options: Options, progress: bool = True,
                  control: np.ndarray | None = None) -> np.ndarray:
-  """The first stage of `Options.first_frame`: float [N, H, W, 3] in [-1, 1], the first frame of
-  a training-length clip sampled for each prompt."""
+  """The first stage of `Options.first_frame`: float [N, H, W, 3] in [-1, 1], frame
+  `drawn_frame` of a training-length clip sampled for each prompt."""
   check_first_frame(setup)
   frames = min(options.num_frames, setup.config.data.num_frames)
   stage = dataclasses.replace(options, first_frame=False, num_frames=frames)
   clips = generate(setup, params, prompts, stage, progress=progress,
                    control=None if control is None else control[:, :frames])
-  return pipeline.as_float(clips[:, 0])
+  return pipeline.as_float(clips[:, drawn_frame(setup, frames)])
+
+
+def drawn_frame(setup, frames: int) -> int:
+  """The frame of a stage-1 clip of `frames` frames that stage 2 starts from: the first one that
+  training never gives as clean context (`diffusion.context.max_frames`), so the model learned
+  to draw it in every clip. Frame 0 is in the loss only of clips without context (a fifth in
+  the quickstart): drawn worst, it made a jump into frame 1 (README, "What the rise is made of")."""
+  return min(setup.config.diffusion.context.max_frames, frames - 1)
 
 
 def sample_shape(setup, num_frames: int) -> tuple[int, int, int, int]:

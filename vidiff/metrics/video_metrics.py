@@ -9,36 +9,62 @@ reach}. Used by `python -m vidiff.evaluate` and by the periodic evaluation in tr
 import numpy as np
 
 from vidiff.errors import check
-from vidiff.metrics import flow, fvd, i3d
+from vidiff.metrics import flow, frechet, fvd, i3d
 
 NAMES = ('fvd', 'frame_fid', 'temporal_fid', 'warping_error', 'flow_consistency',
          'real_warping_error', 'real_flow_consistency')
 
 
-def score(real: np.ndarray, generated: np.ndarray, params: dict | None = None,
+def set_stats(videos: np.ndarray, params: dict, resolution: int = i3d.RESOLUTION,
+              flow_method: str = 'dis', batch_size: int = 8) -> dict:
+  """What `score` needs of one set of uint8 videos [N, T, H, W, 3]: I3D features of the clips
+  ('video' [N, 400]), of all frames ('frame') and of all frame differences ('difference'), and
+  the set's warping error and flow consistency. The periodic eval in training computes the
+  real set's once and scores every step's samples against it."""
+  videos = _checked(videos, 'videos')
+  return {
+      'video': i3d.features(videos, params, batch_size=batch_size, resolution=resolution),
+      'frame': fvd.frame_features(videos, params, 8 * batch_size, resolution),
+      'difference': fvd.difference_features(videos, params, 8 * batch_size, resolution),
+      'warping_error': flow.warping_error(videos, flow_method),
+      'flow_consistency': flow.flow_consistency(videos, flow_method),
+  }
+
+
+def score(real, generated: np.ndarray, params: dict | None = None,
           resolution: int = i3d.RESOLUTION, flow_method: str = 'dis',
           batch_size: int = 8) -> dict[str, float]:
-  """Metrics of uint8 videos generated [M, T, H, W, 3] against real [N, T', H', W', 3].
+  """Metrics of uint8 videos generated [M, T, H, W, 3] against real [N, T', H', W', 3], or
+  against `set_stats` of the real set computed with the same resolution and flow method.
 
   FVD and the FIDs resize frames to `resolution` (224 is the standard; smaller numbers are only
   comparable with each other). Optical flow (warping error, flow consistency) runs at the videos'
   own size, which must be at least 16x16. params: `i3d.load_params()`, loaded when None.
   """
-  real, generated = np.asarray(real), np.asarray(generated)
-  for name, videos in (('real', real), ('generated', generated)):
-    check(videos.ndim == 5 and videos.dtype == np.uint8 and len(videos) >= 2,
-          f'{name} videos must be uint8 [N >= 2, T, H, W, 3], got {videos.dtype} {videos.shape}.')
+  if not isinstance(real, dict):
+    real = _checked(real, 'real')
+  generated = _checked(generated, 'generated')
   params = i3d.load_params() if params is None else params
-  kw = dict(params=params, resolution=resolution)
+  stats = lambda videos: set_stats(videos, params, resolution, flow_method, batch_size)
+  ref = real if isinstance(real, dict) else stats(real)
+  gen = stats(generated)
   return {
-      'fvd': fvd.fvd(real, generated, batch_size=batch_size, **kw),
-      'frame_fid': fvd.frame_fid(real, generated, batch_size=8 * batch_size, **kw),
-      'temporal_fid': fvd.temporal_fid(real, generated, batch_size=8 * batch_size, **kw),
-      'warping_error': flow.warping_error(generated, flow_method),
-      'flow_consistency': flow.flow_consistency(generated, flow_method),
-      'real_warping_error': flow.warping_error(real, flow_method),
-      'real_flow_consistency': flow.flow_consistency(real, flow_method),
+      'fvd': frechet.distance(ref['video'], gen['video']),
+      'frame_fid': frechet.distance(ref['frame'], gen['frame']),
+      'temporal_fid': frechet.distance(ref['difference'], gen['difference']),
+      'warping_error': gen['warping_error'],
+      'flow_consistency': gen['flow_consistency'],
+      'real_warping_error': ref['warping_error'],
+      'real_flow_consistency': ref['flow_consistency'],
   }
+
+
+def _checked(videos, name: str) -> np.ndarray:
+  """`videos` as an array, or a UserError naming the set unless uint8 [N >= 2, T, H, W, 3]."""
+  videos = np.asarray(videos)
+  check(videos.ndim == 5 and videos.dtype == np.uint8 and len(videos) >= 2,
+        f'{name} videos must be uint8 [N >= 2, T, H, W, 3], got {videos.dtype} {videos.shape}.')
+  return videos
 
 
 def summary(scores: dict[str, float]) -> str:
