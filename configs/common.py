@@ -162,7 +162,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict(dict(
       num_prompts=8, sampler='ddim', steps=50, guidance=3.0, eta=0.0, fps=8, seed=0,
       batch_size=8,
-      first_frame=False,  # two stages: a clip, then the video continuing its first frame
+      first_frame=False,  # two stages: a clip, then the video starting from one of its frames
       # Videos longer than a chunk (vidiff.sample --num_frames): 'splice' chunks or fuse sliding
       # 'window's; trim: the last frames of each spliced chunk that the next one samples anew.
       long_mode='splice', trim=0))

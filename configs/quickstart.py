@@ -28,7 +28,8 @@ def get_config(arg: str | None = None):
     # Motion from the prompt (README, "Why the samples move the way they do"): most clips give
     # the model their first frame clean and the rest at high noise (shift 8), where only the
     # caption says which way the object goes; samples are drawn in two stages, a clip and then
-    # the video continuing its first frame. Objects cross a quarter to a third of the frame in
+    # the video starting from its frame 1 (`generate.drawn_frame`). Objects cross a quarter to
+    # a third of the frame in
     # a 15-frame video, so that where an object starts says little about where it goes.
     config.diffusion.update(shift=8.0, context=dict(prob=0.8, max_frames=1))
     config.data.synthetic.update(length=15, travel=(0.25, 0.35))
@@ -43,7 +44,7 @@ def get_config(arg: str | None = None):
   # (measured before the recipe above: on 24 prompts, guidance 1 scored color/direction/shape
   # 0.92/0.33/0.38 against 0.92/0.04/0.29 at guidance 3).
   config.sample.guidance = 1.0
-  # FVD / temporal FID / warping error of 16 samples against held-out clips: ~45 s per eval
+  # FVD / temporal FID / warping error of 16 samples against held-out clips: ~50 s per eval
   # (twice the sampling with sample.first_frame).
   config.metrics.update(every=500, num_videos=16)
   if args.backbone == 'st_transformer' and args.size == 'quickstart':

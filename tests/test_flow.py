@@ -79,6 +79,16 @@ def test_warping_error_near_zero_for_translation_and_large_when_shuffled(method)
   assert error < 2e-4 and shuffled > 10 * error, (error, shuffled)
 
 
+def test_warping_error_under_the_originals_motion_sees_a_frozen_reconstruction():
+  video = _translating([(2 * t, t) for t in range(8)])
+  frozen = np.repeat(video[:1], len(video), axis=0)  # a "reconstruction" that drops the motion
+  assert F.warping_error(video, motion=video) == F.warping_error(video)
+  assert F.warping_error(frozen) < 1e-6  # by its own (zero) flow a still video is coherent
+  assert F.warping_error(frozen, motion=video) > 10 * F.warping_error(video, motion=video)
+  with pytest.raises(UserError, match='original'):
+    F.warping_error(video[:4], motion=video)
+
+
 @pytest.mark.filterwarnings('ignore:os.fork')  # imageio's ffmpeg subprocess for the mp4
 @pytest.mark.parametrize('method', F.METHODS)
 @pytest.mark.parametrize('name,factor', [('realshort.mp4', 4), ('newtonscradle.gif', 2)])

@@ -61,6 +61,7 @@ def test_vae_eval_scores_synthetic_and_real_clips(trained):
   for r in rows:
     assert 0 < r['psnr'] < 60 and -1 <= r['ssim'] <= 1 and r['flicker'] >= 0
     assert np.isfinite(r['warp']) and np.isfinite(r['warp_original'])
+    assert np.isfinite(r['warp_true_motion'])
   table = vae_eval.score_table(rows)
   assert '| causal_vae |' in table and 'realshort.mp4' in table and 'PSNR dB' in table
 

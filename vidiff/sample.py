@@ -48,8 +48,8 @@ flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long vid
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
                    '(chunk overlaps, --init_image); 0 (default): clean context frames.')
 flags.DEFINE_string('init_image', None, 'Image file that becomes the first frame (image-to-video).')
-flags.DEFINE_bool('first_frame', None, 'Sample a clip, then the video continuing its first frame '
-                  '(two stages; default: config.sample.first_frame).')
+flags.DEFINE_bool('first_frame', None, 'Sample a clip, then the video starting from one of its '
+                  'frames (two stages; default: config.sample.first_frame).')
 flags.DEFINE_string('control', None, 'ControlNet workdirs: depth maps, a .npy [T, H, W] or a '
                     'video of grey maps (black nearest), one per frame.')
 flags.DEFINE_float('control_scale', None, 'Strength of the control (default 1; 0: the base model).')

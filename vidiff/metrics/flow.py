@@ -8,7 +8,8 @@ Metrics (each on a uint8 video [T, H, W, 3] or a batch [N, T, H, W, 3]; lower = 
 
 - `warping_error`: frame t+1 warped back to frame t with the estimated flow, mean squared RGB
   error in [0, 1] intensity over non-occluded pixels (Lai et al. 2018, "Learning Blind Video
-  Temporal Consistency", with the flow estimated on the video itself).
+  Temporal Consistency"), with the flow estimated on the video itself or, for a
+  reconstruction, on its original (`motion`).
 - `flow_consistency`: mean temporal acceleration |f_{t+1}(x + f_t(x)) - f_t(x)| in pixels per
   frame along forward-backward consistent trajectories; `flow_consistency_stats` adds the
   forward-backward disagreement and the fraction of consistent pixels.
@@ -155,7 +156,7 @@ def epe(pred, true, mask=None) -> float:
   return float(error[mask].mean()) if mask.any() else float('nan')
 
 
-def warping_error(video, method: str = 'dis') -> float:
+def warping_error(video, method: str = 'dis', motion=None) -> float:
   """Photometric error of warping each frame t+1 back onto frame t with the estimated flow.
 
   For each video and pair (t, t+1): W_t = warp(V_{t+1}, f_t), M_t = not occluded (forward-backward
@@ -166,10 +167,19 @@ def warping_error(video, method: str = 'dis') -> float:
   Args:
     video: uint8 [T, H, W, 3] or a batch [N, T, H, W, 3], T >= 2.
     method: OpenCV flow method, see `flow`.
+    motion: None (flows and masks from `video` itself: a video with no reference, e.g. a
+      sample), or a uint8 video of `video`'s shape whose flows and masks are used: the original
+      of a reconstruction, as Lai et al. 2018 take the input video's flow. Then a
+      reconstruction that blurs away what moves scores no better than one that keeps it, and
+      frame-to-frame changes the original does not make count as error.
   """
+  video = check_video(video)
+  motion = video if motion is None else check_video(motion)
+  check(motion.shape == video.shape, f'motion video shape {motion.shape} differs from the '
+        f'video\'s {video.shape}; pass the original the video reconstructs.')
   total, count = 0.0, 0
-  for clip in check_video(video):
-    forward, backward = flows(clip, method)
+  for clip, reference in zip(video, motion):
+    forward, backward = flows(reference, method)
     frames = clip.astype(np.float32) / 255.0
     warped = warp(frames[1:], forward)
     keep = ~occlusion_mask(forward, backward)
