@@ -11,8 +11,9 @@ table per workdir and data: PSNR (dB, mean over clips), SSIM, the warping error 
 reconstructions by their own flow and by the original's flow, and of the originals
 (`metrics.flow.warping_error`: MSE of each frame against the next warped back by optical flow,
 intensities in [0, 1]; by its own flow a reconstruction that blurs or freezes what moves looks
-coherent, by the original's flow (Lai et al. 2018's definition) it does not) and flicker: mean |(r_t+1 - r_t) - (x_t+1 - x_t)| over pixels, in [0, 1]
-intensities (temporal change in the reconstruction r that is not in the original x). Writes
+coherent, by the original's flow (Lai et al. 2018's definition) it does not) and flicker:
+mean |(r_t+1 - r_t) - (x_t+1 - x_t)| over pixels, in [0, 1] intensities (temporal change in the
+reconstruction r that is not in the original x, or change of x that r leaves out). Writes
 DIR/eval/vae_metrics.json.
 
 `--memory` compiles (runs nothing) the decode of the latents of 1 + 4k frames with
