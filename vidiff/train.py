@@ -220,13 +220,12 @@ def video_metrics_fn(setup: Setup):
   real, captions = pipeline.held_out_clips(cfg.data, cfg.metrics.num_videos)
   i3d_params = i3d.load_params()
   options = generate.options_from_config(cfg)
-  reference = []  # the real clips' features and flow scores, computed at the first eval
+  # The real clips' features and flow scores: computed at the first eval, then reused.
+  reference = functools.cache(lambda: video_metrics.set_stats(
+      real, i3d_params, cfg.metrics.resolution, cfg.metrics.flow))
 
   def scores(state):
-    if not reference:
-      reference.append(video_metrics.set_stats(real, i3d_params, cfg.metrics.resolution,
-                                                cfg.metrics.flow))
-    values, _ = evaluate.sample_and_score(setup, state.ema_params, reference[0], captions,
+    values, _ = evaluate.sample_and_score(setup, state.ema_params, reference(), captions,
                                           i3d_params, options, cfg.metrics.resolution,
                                           cfg.metrics.flow, progress=False)
     return {f'eval/{k}': v for k, v in values.items()}
