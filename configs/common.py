@@ -80,7 +80,8 @@ def unet3d_config(size: str) -> ml_collections.ConfigDict:
                time_padding='zeros',  # or 'replicate': temporal taps past the clip's ends
                patch_size=presets.get('patch_size', (1, 1, 1)),
                head_dim=presets.get('head_dim', 32), groups=presets.get('groups', 8),
-               dropout=0.0, temporal_window=None, remat_policy='none')
+               dropout=0.0, temporal_window=None, remat_policy='none',
+               attention_impl='auto')  # or 'xla' / 'cudnn' (models/layers.attention_impl)
   return ml_collections.ConfigDict(model)
 
 
@@ -96,7 +97,8 @@ def st_transformer_config(size: str) -> ml_collections.ConfigDict:
       name='st_transformer', dtype='float32', cond_dim=width, frame_embedding=True,
       text=text_config(size),
       width=width, depth=depth, num_heads=heads, patch_size=patch, attention='factorized',
-      mlp_ratio=4, temporal_window=None, temporal_causal=False, remat_policy='none'))
+      mlp_ratio=4, temporal_window=None, temporal_causal=False, remat_policy='none',
+      attention_impl='auto'))  # or 'xla' / 'cudnn' (models/layers.attention_impl)
 
 
 def model_config(backbone: str, size: str) -> ml_collections.ConfigDict:

@@ -90,6 +90,28 @@ def test_unet_rejects_unknown_time_padding():
     _init(config, (1, 4, 8, 8, 3))
 
 
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_unknown_attention_impl_is_a_user_error(backbone):
+  config = quickstart.get_config(f'{backbone},tiny')
+  config.model.attention_impl = 'flash'
+  with pytest.raises(UserError, match="attention_impl='flash'.*'auto', 'xla', 'cudnn'"):
+    _init(config, (1, 4, 8, 8, 3))
+
+
+def test_auto_attention_takes_cudnn_only_where_it_applies():
+  """cuDNN's fused kernel on GPU for bf16/fp16, head dims multiple of 8 up to 128, no mask or
+  two-sided window; XLA otherwise (and everywhere on CPU)."""
+  bf16 = jnp.zeros((1, 4, 2, 64), jnp.bfloat16)
+  on_gpu = jax.default_backend() == 'gpu'
+  assert layers.attention_impl(bf16, None, None) == ('cudnn' if on_gpu else 'xla')
+  for q, mask, window in ((bf16.astype(jnp.float32), None, None),
+                          (jnp.zeros((1, 4, 2, 12), jnp.bfloat16), None, None),
+                          (jnp.zeros((1, 4, 2, 256), jnp.bfloat16), None, None),
+                          (bf16, jnp.ones((1, 1, 4, 4), bool), None), (bf16, None, (2, 2))):
+    assert layers.attention_impl(q, mask, window) == 'xla'
+  assert layers.attention_impl(bf16.astype(jnp.float32), None, None, 'cudnn') == 'cudnn'
+
+
 def _forward_and_grads(setup, params, args):
   """Model output and d(sum out^2)/d params, jitted on the setup's mesh."""
   shardings = (setup.state_shardings.params, setup.batch_shardings['video'], None,

@@ -117,3 +117,30 @@ def test_quality_run_of_one_variant(tmp_path):
   assert {'sample/color', 'sample/all'} <= set(row['scores'])
   assert (tmp_path / 'loss_vs_flops.png').stat().st_size > 0
   assert '## Quality at equal wall-clock' in (tmp_path / 'bench.md').read_text()
+
+
+def test_out_of_memory_variant_is_a_row_and_partial_outputs_are_written(tmp_path, monkeypatch):
+  """A variant whose train step runs out of device memory becomes a row that says so; the
+  outputs are rewritten after every variant, so a run cut short keeps what it measured."""
+  real = bench.step_measurement
+  written = []
+
+  def oom_for_st(config, *args, **kw):
+    if config.model.name == 'st_transformer':
+      raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB')
+    return real(config, *args, **kw)
+
+  def snapshot(path, record):
+    written.append([v['variant'] for v in record['variants']])
+    write(path, record)
+
+  write = bench.write_outputs
+  monkeypatch.setattr(bench, 'step_measurement', oom_for_st)
+  monkeypatch.setattr(bench, 'write_outputs', snapshot)
+  config = bench_configs.get_config('tiny')
+  config.update(frames_sweep=(), resolution_sweep=(), width_sweep=(), peer=False)
+  record = bench.run(config, tmp_path, progress=False)
+  st = record['variants'][1]
+  assert st['train_step'] == {'error': 'out of memory'} and st['sampling'] is None
+  assert written[:2] == [['unet3d-2plus1d'], ['unet3d-2plus1d', 'st-factorized']]
+  assert '| st-factorized | out of memory |' in (tmp_path / 'bench.md').read_text()

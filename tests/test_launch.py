@@ -1,7 +1,10 @@
-"""The TPU-pod and SLURM launchers print the commands they would run (--dry-run)."""
+"""The TPU-pod and SLURM launchers print the commands they would run (--dry-run); the GPU
+check's verdicts."""
 
+import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +70,18 @@ def test_slurm_runs_one_distributed_process_per_node():
 def test_missing_arguments_are_one_line_errors(script, args, message):
   rc, cmds, stderr = dry_run(script, *args)
   assert rc == 2 and not cmds and message in stderr, stderr
+
+
+def test_gpu_check_flags_errors_over_tolerance_nan_and_failed_kernels():
+  sys.path.insert(0, os.path.join(REPO, 'launch'))
+  import gpu_check  # pylint: disable=g-import-not-at-top
+  ok = {'case': 'a', 'impl': 'cudnn', 'dtype': 'bfloat16', 'tol': 3e-2, 'out': 4e-3, 'dq': 5e-3}
+  assert gpu_check.failures([ok]) == []
+  assert len(gpu_check.failures([ok, {**ok, 'dq': 0.2}, {**ok, 'out': float('nan')},
+                                 {**ok, 'error': 'RuntimeError: cuDNN is not detected.'}])) == 3
+
+
+def test_gpu_check_without_a_gpu_says_so():
+  result = subprocess.run([sys.executable, 'launch/gpu_check.py'], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+  assert result.returncode == 1 and 'not a GPU; nothing to check' in result.stdout

@@ -369,35 +369,19 @@ def run(bench, out, progress: bool = True) -> dict:
             'variants': [], 'sweeps': [], 'scaling': [], 'quality': [], 'peer': None,
             'width_sweep': []}
   bar = tqdm(total=job_count(bench), desc='bench', disable=not progress, dynamic_ncols=True)
-  quality_size = bench.sizes[0]
+  for size in bench.sizes:  # every variant's train step first, then the sweeps
+    for variant in bench.variants:
+      record['variants'].append(variant_row(bench, variant, size, device, peak, bar, record))
+      save_partial(out, record, started)
   measured = {}  # sweep rows by (variant, size, frames, resolution, batch size)
   for size in bench.sizes:
     for variant in bench.variants:
-      config = bench_configs.train_config(bench, variant, size)
-      bar.set_description(f'{variant}/{size} train step')
-      row, setup, state, compiled = step_measurement(
-          config, device, bench.warmup_steps, bench.timed_steps, peak,
-          compiler_options(bench, device))
-      bar.update(1)
-      bar.set_description(f'{variant}/{size} sampling')
-      sampling = sampling_measurement(setup, state.ema_params, bench.sample_videos,
-                                      bench.sample_steps, bench.sample_reference_steps)
-      bar.update(1)
-      if bench.quality.seconds > 0 and variant in bench.quality.variants and size == quality_size:
-        bar.set_description(f'{variant}/{size} quality ({bench.quality.seconds:g} s)')
-        record['quality'].append(quality_row(bench, variant, size, setup, compiled, row))
-        bar.update(1)
-      params = train.count_params(state.params)
-      del state
-      record['variants'].append({
-          'variant': variant, 'family': bench_variants.family(variant), 'size': size,
-          'params': params, 'model': config.model.to_dict(),
-          'train_step': row, 'sampling': sampling})
       for axis in ('frames', 'resolution'):
         rows = sweep_rows(bench, variant, size, axis, device, peak, bar, measured)
         record['sweeps'] += rows
         record['scaling'].append({'variant': variant, 'size': size, 'sweep': axis,
                                   **growth(rows, axis)})
+      save_partial(out, record, started)
   for width in bench.width_sweep:
     bar.set_description(f'{WIDTH_VARIANT} width={width}')
     record['width_sweep'].append(width_row(bench, width, device, peak))
@@ -407,9 +391,44 @@ def run(bench, out, progress: bool = True) -> dict:
     record['peer'] = peer_comparison(bench, device, peak)
     bar.update(1)
   bar.close()
+  save_partial(out, record, started)
+  return record
+
+
+def save_partial(out, record: dict, started: float) -> None:
+  """Writes the outputs measured so far (a run cut short keeps them)."""
   record['wall_s'] = time.perf_counter() - started
   write_outputs(out, record)
-  return record
+
+
+def variant_row(bench, variant: str, size: str, device, peak, bar, record: dict) -> dict:
+  """{'variant', 'family', 'size', 'params', 'model', 'train_step', 'sampling'} of one variant;
+  also runs its quality training when the preset has one. A train step that runs out of device
+  memory gives train_step {'error': 'out of memory'}, no sampling and no params."""
+  config = bench_configs.train_config(bench, variant, size)
+  out = {'variant': variant, 'family': bench_variants.family(variant), 'size': size,
+         'params': None, 'model': config.model.to_dict(), 'sampling': None}
+  bar.set_description(f'{variant}/{size} train step')
+  try:
+    row, setup, state, compiled = step_measurement(
+        config, device, bench.warmup_steps, bench.timed_steps, peak,
+        compiler_options(bench, device))
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_out_of_memory(e):
+      raise
+    bar.update(2)
+    return {**out, 'train_step': {'error': 'out of memory'}}
+  bar.update(1)
+  bar.set_description(f'{variant}/{size} sampling')
+  out['sampling'] = sampling_measurement(setup, state.ema_params, bench.sample_videos,
+                                         bench.sample_steps, bench.sample_reference_steps)
+  bar.update(1)
+  if (bench.quality.seconds > 0 and variant in bench.quality.variants
+      and size == bench.sizes[0]):
+    bar.set_description(f'{variant}/{size} quality ({bench.quality.seconds:g} s)')
+    record['quality'].append(quality_row(bench, variant, size, setup, compiled, row))
+    bar.update(1)
+  return {**out, 'params': train.count_params(state.params), 'train_step': row}
 
 
 # ---- Tables ------------------------------------------------------------------------------------
@@ -428,12 +447,17 @@ def variant_table(record: dict, size: str) -> str:
   """Markdown: one row per variant of `size`: params, compile, step, throughput, FLOPs, MFU,
   memory, sampling; then the same as ratios to REFERENCE."""
   rows = [v for v in record['variants'] if v['size'] == size]
+  if not rows:
+    return 'Not measured (yet).'
   ref = _reference(record, size) or rows[0]
   at = f's/video @{record["bench_config"]["sample_reference_steps"]} steps'
   lines = ['| variant | params | compile s | step ms | clips/s | GFLOP/step | TFLOP/s | MFU % | '
            f'peak MiB | {at} |', '|---|' + '---:|' * 9]
   for v in rows:
     s, p = v['train_step'], v['sampling']
+    if 'error' in s:
+      lines.append(f'| {v["variant"]} | {s["error"]} |' + ' - |' * 8)
+      continue
     key = next(k for k in p if k.startswith('s_per_video_at_'))
     gflops = s['flops_per_step'] / 1e9 if s['flops_per_step'] else None
     mfu = 100 * s['mfu'] if s['mfu'] else None
@@ -447,6 +471,9 @@ def variant_table(record: dict, size: str) -> str:
   ratio = lambda a, b: _fmt(a / b if a and b else None, '.2f')
   for v in rows:
     s, r = v['train_step'], ref['train_step']
+    if 'error' in s or 'error' in r:
+      lines.append(f'| {v["variant"]} |' + ' - |' * 5)
+      continue
     lines.append(f'| {v["variant"]} | {ratio(v["params"], ref["params"])} | '
                  f'{ratio(s["step_ms"], r["step_ms"])} | '
                  f'{ratio(s["flops_per_step"], r["flops_per_step"])} | '

@@ -180,18 +180,39 @@ def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None) -> nn.LayerN
                       bias_init=partitioned(nn.initializers.zeros_init(), ('norm',)))
 
 
-def attention(q, k, v, mask=None, local_window: int | None = None, causal: bool = False):
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+
+
+def attention_impl(q, mask, window, implementation: str = 'auto') -> str:
+  """'xla' or 'cudnn': the kernel `attention` runs for query `q` [B, L, N, D].
+
+  'auto' takes cuDNN's fused flash attention (logits never in memory) where it applies: on
+  GPU, bf16/fp16 inputs, head dim a multiple of 8 up to 128, no mask and no two-sided window;
+  XLA's einsums (which materialise the [B, N, L, S] logits) otherwise.
+  """
+  if implementation != 'auto':
+    return implementation
+  d = q.shape[-1]
+  fits = (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
+          and d % 8 == 0 and d <= 128 and mask is None and window is None)
+  return 'cudnn' if fits else 'xla'
+
+
+def attention(q, k, v, mask=None, local_window: int | None = None, causal: bool = False,
+              implementation: str = 'auto'):
   """Scaled dot-product attention. q: [B, L, N, D], k/v: [B, S, N, D], mask: [B, 1|N, L, S].
 
   The single place attention is computed. `local_window` lets query i see keys
   i - window .. i + window (self-attention, S == L); `causal` drops the keys after i. A window
   shorter than the sequence runs blockwise (`local_attention`): memory O(L * window).
+  `implementation`: one of ATTENTION_IMPLS (see `attention_impl`).
   """
   if local_window is not None and mask is None and q.shape[1] > 3 * max(local_window, 1):
     return local_attention(q, k, v, local_window, causal)
   window = None if local_window is None else (local_window, 0 if causal else local_window)
+  impl = attention_impl(q, mask, window, implementation)
   return jax.nn.dot_product_attention(q, k, v, mask=mask, local_window_size=window,
-                                      is_causal=causal and window is None)
+                                      is_causal=causal and window is None, implementation=impl)
 
 
 def local_attention(q, k, v, window: int, causal: bool = False):
@@ -236,12 +257,14 @@ class MultiHeadAttention(nn.Module):
 
   `rotary_positions` ([L], self-attention only) rotates q and k; `local_window` and `causal`
   restrict which keys a query sees (see `attention`); `zero_init_out` makes the layer start as
-  zero (its residual branch is then an identity).
+  zero (its residual branch is then an identity); `implementation`: the attention kernel
+  (ATTENTION_IMPLS).
   """
   num_heads: int
   head_dim: int = 64
   zero_init_out: bool = False
   dtype: Dtype = jnp.float32
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, context=None, mask=None, rotary_positions=None, local_window=None,
@@ -254,7 +277,8 @@ class MultiHeadAttention(nn.Module):
     q, k, v = proj('query', x), proj('key', context), proj('value', context)
     if rotary_positions is not None:
       q, k = rotary(q, rotary_positions), rotary(k, rotary_positions)
-    out = attention(q, k, v, mask=mask, local_window=local_window, causal=causal)
+    out = attention(q, k, v, mask=mask, local_window=local_window, causal=causal,
+                    implementation=self.implementation)
     out_init = (nn.initializers.zeros_init() if self.zero_init_out
                 else nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2))
     kernel = self.param('out', partitioned(out_init, ('heads', 'kv', 'embed')),

@@ -52,6 +52,7 @@ class STBlock(nn.Module):
   temporal_window: int | None = None
   temporal_causal: bool = False
   dtype: layers.Dtype = jnp.float32
+  attention_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, cond, context, context_mask):
@@ -77,7 +78,7 @@ class STBlock(nn.Module):
 
   def attention(self, name, width):
     return layers.MultiHeadAttention(self.num_heads, width // self.num_heads, dtype=self.dtype,
-                                     name=name)
+                                     implementation=self.attention_impl, name=name)
 
   def attend(self, name, h, **kw):
     return self.attention(name, h.shape[-1])(h, **kw)
@@ -106,6 +107,8 @@ class STTransformer(nn.Module):
   `patch_size` (t, h, w) tubelets are embedded to `width` channels, `depth` blocks of
   `attention` mode (MIXERS) follow, and an adaLN-modulated zero-initialised linear layer
   unpatchifies. `remat_policy` recomputes each block's activations in the backward pass.
+  `attention_impl`: the attention kernel (layers.ATTENTION_IMPLS; 'auto' is cuDNN flash
+  attention where it applies).
   """
   width: int = 128
   depth: int = 4
@@ -118,9 +121,12 @@ class STTransformer(nn.Module):
   remat_policy: str = 'none'
   out_channels: int = 3
   dtype: layers.Dtype = jnp.float32
+  attention_impl: str = 'auto'
 
   def setup_check(self):
     check(self.attention in MIXERS, f'model.attention={self.attention!r}; use one of {sorted(MIXERS)}.')
+    check(self.attention_impl in layers.ATTENTION_IMPLS,
+          f'model.attention_impl={self.attention_impl!r}; use one of {layers.ATTENTION_IMPLS}.')
     check(self.width % self.num_heads == 0 and self.width % 4 == 0,
           f'model.width={self.width} must be divisible by 4 and by model.num_heads={self.num_heads}.')
 
@@ -170,4 +176,5 @@ def block(net: STTransformer, i: int) -> nn.Module:
   mixers = MIXERS[net.attention]
   return remat(STBlock, net.remat_policy)(net.num_heads, mixers[i % len(mixers)], net.mlp_ratio,
                                           net.temporal_window, net.temporal_causal, net.dtype,
+                                          net.attention_impl,
                                           name=f'block_{i}')

@@ -85,12 +85,14 @@ class AttentionBlock(nn.Module):
   temporal: bool = True
   temporal_window: int | None = None
   dtype: layers.Dtype = jnp.float32
+  attention_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, context, context_mask):
     shape, width = x.shape, x.shape[-1]
     heads = max(1, width // self.head_dim)
     mha = lambda name, **kw: layers.MultiHeadAttention(heads, width // heads, dtype=self.dtype,
+                                                       implementation=self.attention_impl,
                                                        name=name, **kw)
     norm = lambda name: layers.layer_norm(self.dtype, name=name)
     if self.spatial:
@@ -145,7 +147,8 @@ class UNet3D(nn.Module):
   `remat_policy` (see models/remat.py) recomputes block activations in the backward pass.
   `time_padding`: 'zeros' (the default) or 'replicate' for every temporal conv tap past the
   clip's ends; with 'replicate' (and no frame embedding) nothing tells a frame at the clip's
-  edge from one in the middle.
+  edge from one in the middle. `attention_impl`: the attention kernel
+  (layers.ATTENTION_IMPLS; 'auto' is cuDNN flash attention where it applies).
   """
   channels: Sequence[int] = (32, 64, 128)
   num_res_blocks: int = 1
@@ -163,6 +166,7 @@ class UNet3D(nn.Module):
   out_channels: int = 3
   dtype: layers.Dtype = jnp.float32
   time_padding: str = 'zeros'
+  attention_impl: str = 'auto'
 
   def setup_check(self):
     n = len(self.channels)
@@ -171,6 +175,8 @@ class UNet3D(nn.Module):
             f'model.{name} has {len(getattr(self, name))} entries but model.channels has {n}; '
             f'give one per level.')
     check(self.conv in ('3d', '2plus1d'), f"model.conv={self.conv!r}; use '3d' or '2plus1d'.")
+    check(self.attention_impl in layers.ATTENTION_IMPLS,
+          f'model.attention_impl={self.attention_impl!r}; use one of {layers.ATTENTION_IMPLS}.')
     check(self.time_padding in layers.TIME_PADDINGS,
           f'model.time_padding={self.time_padding!r}; use one of {layers.TIME_PADDINGS}.')
     check(self.temporal or not any(self.temporal_downsample),
@@ -207,7 +213,8 @@ def _blocks(net: UNet3D):
                                      net.dtype, net.time_padding, name=name)
   temporal_attn = lambda lvl: net.temporal and net.temporal_attention_levels[lvl]
   attn = lambda lvl, name: attn_block(net.head_dim, net.attention_levels[lvl], temporal_attn(lvl),
-                                      net.temporal_window, net.dtype, name=name)
+                                      net.temporal_window, net.dtype, net.attention_impl,
+                                      name=name)
   has_attn = lambda lvl: net.attention_levels[lvl] or temporal_attn(lvl)
   return block, attn, has_attn
 
