@@ -58,6 +58,7 @@ def get_config(arg: str | None = None):
   config.model = vae_model(variant, tiny)
   config.vae = ml_collections.ConfigDict(dict(
       l1_weight=1.0, ssim_weight=0.2, kl_weight=1e-6,
+      temporal_weight=0.0,  # L1 of frame-to-frame changes (vae_losses.temporal_l1)
       num_reconstructions=8))  # held-out clips written as original | reconstruction at the end
   config.data.update(num_frames=9, frame_stride=1, resolution=32)
   config.train.update(num_steps=1000, batch_size=4, learning_rate=1e-3, warmup_steps=50,

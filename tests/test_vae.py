@@ -209,7 +209,27 @@ def test_loss_is_finite_and_adam_reduces_it():
     params, opt_state, metrics, grads = step(params, opt_state, jax.random.PRNGKey(i))
     if i == 0:
       assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
-      assert set(metrics) == {'loss', 'l1', 'ssim', 'kl', 'psnr'}
+      assert set(metrics) == {'loss', 'l1', 'ssim', 'kl', 'psnr', 'temporal_l1'}
       assert all(np.isfinite(v) for v in metrics.values())
     losses.append(float(metrics['loss']))
   assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_temporal_l1_counts_motion_added_or_left_out():
+  moving = _video(4, (2, 5, 8, 8, 3))
+  still = jnp.broadcast_to(moving[:, :1], moving.shape)
+  assert float(vae_losses.temporal_l1(still, still + 0.3)) == 0.  # a constant offset adds none
+  frozen = float(vae_losses.temporal_l1(still, moving))  # leaves all the motion out
+  expected = float(jnp.mean(jnp.abs(jnp.diff(moving, axis=1))))
+  np.testing.assert_allclose(frozen, expected, rtol=1e-6)
+  assert float(vae_losses.temporal_l1(moving[:, :1], still[:, :1])) == 0.  # one frame
+
+
+def test_temporal_weight_adds_the_term_to_the_loss():
+  model = vae.CausalVAE(**{**TINY, 'groups': 1})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3)))['params']
+  batch = {'video': _video(5, (1, 5, 16, 16, 3))}
+  off, metrics = vae_losses.vae_loss(params, model, batch)
+  on, _ = vae_losses.vae_loss(params, model, batch, temporal_weight=2.)
+  assert float(metrics['temporal_l1']) > 0
+  np.testing.assert_allclose(float(on), float(off) + 2 * float(metrics['temporal_l1']), rtol=1e-5)

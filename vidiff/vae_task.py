@@ -64,7 +64,8 @@ def draw(rng, setup, batch, train: bool) -> dict:
 
 def loss_weights(config) -> dict[str, float]:
   v = config.vae
-  return dict(l1_weight=v.l1_weight, ssim_weight=v.ssim_weight, kl_weight=v.kl_weight)
+  return dict(l1_weight=v.l1_weight, ssim_weight=v.ssim_weight, kl_weight=v.kl_weight,
+              temporal_weight=v.get('temporal_weight', 0.))
 
 
 def loss(params, setup, batch, noise: dict, train: bool):
@@ -74,7 +75,8 @@ def loss(params, setup, batch, noise: dict, train: bool):
 
 
 def evaluate(params, setup, batch, noise: dict) -> dict:
-  """{'loss', 'psnr', 'ssim', 'l1'[, 'kl']} of the posterior-mean reconstruction."""
+  """{'loss', 'psnr', 'ssim', 'l1', 'temporal_l1'[, 'kl']} of the posterior-mean
+  reconstruction."""
   return loss(params, setup, batch, noise, train=False)[1]
 
 

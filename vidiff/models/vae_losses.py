@@ -68,18 +68,28 @@ def as_video(video: jax.Array) -> jax.Array:
   return video.astype(jnp.float32)
 
 
+def temporal_l1(x: jax.Array, y: jax.Array) -> jax.Array:
+  """L1 between the frame-to-frame changes of videos x, y [B, T, H, W, C] -> scalar (0 for
+  T = 1): what a reconstruction adds to or leaves out of the motion (flicker, jitter)."""
+  if x.shape[1] < 2:
+    return jnp.zeros((), jnp.float32)
+  return l1(jnp.diff(x.astype(jnp.float32), axis=1), jnp.diff(y.astype(jnp.float32), axis=1))
+
+
 def vae_loss(params, model, batch, rng: jax.Array | None = None, *, l1_weight: float = 1.,
-             ssim_weight: float = 0.2, kl_weight: float = 1e-6):
+             ssim_weight: float = 0.2, kl_weight: float = 1e-6, temporal_weight: float = 0.):
   """The VAE training loss of `batch['video']` [B, T, H, W, 3] -> (loss, metrics).
 
-  loss = l1_weight * L1 + ssim_weight * (1 - SSIM) + kl_weight * KL (KL only for a kl
-  model; each term a per-element mean). `rng` samples the posterior (None: its mean).
-  Differentiate with respect to `params` (argument 0).
+  loss = l1_weight * L1 + ssim_weight * (1 - SSIM) + temporal_weight * temporal_l1 +
+  kl_weight * KL (KL only for a kl model; each term a per-element mean). `rng` samples the
+  posterior (None: its mean). Differentiate with respect to `params` (argument 0).
   """
   video = as_video(batch['video'])
   recon, mean, logvar = model.apply({'params': params}, video, rng)
-  terms = {'l1': l1(recon, video), 'ssim': ssim(recon, video)}
-  loss = l1_weight * terms['l1'] + ssim_weight * (1. - terms['ssim'])
+  terms = {'l1': l1(recon, video), 'ssim': ssim(recon, video),
+           'temporal_l1': temporal_l1(recon, video)}
+  loss = (l1_weight * terms['l1'] + ssim_weight * (1. - terms['ssim']) +
+          temporal_weight * terms['temporal_l1'])
   if logvar is not None:
     terms['kl'] = kl_to_standard_normal(mean, logvar)
     loss = loss + kl_weight * terms['kl']
