@@ -18,6 +18,7 @@ attention 3e-2, bf16 models 6e-2, float32 models on the GPU, whose matmuls may r
 import argparse
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -133,7 +134,12 @@ def main() -> int:
     print(f'gpu_check: the default device is {gpu.platform}, not a GPU; nothing to check.')
     return 1
   print(f'{gpu.device_kind}, jax {jax.__version__}')
-  rows = attention_rows(gpu, cpu) + model_rows(gpu, cpu)
+  start = time.perf_counter()
+  rows = attention_rows(gpu, cpu)
+  print(f'attention checks: {time.perf_counter() - start:.0f} s')
+  start = time.perf_counter()
+  rows += model_rows(gpu, cpu)
+  print(f'model checks: {time.perf_counter() - start:.0f} s')
   keys = ('out', 'dq', 'dk', 'dv', 'dparams')
   print('| case | impl | dtype | ' + ' | '.join(keys) + ' |')
   print('|---|---|---|' + '---:|' * len(keys))
