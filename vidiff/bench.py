@@ -3,14 +3,16 @@ joint attention) at matched parameter counts, everything measured in one run.
 
   python -m vidiff.bench --out=/tmp/bench --preset=cpu-small   # < 10 min on 2 CPU cores
   python -m vidiff.bench --out=/tmp/bench --preset=cpu-quality # equal-time training, ~13 min
-  python -m vidiff.bench --out=/tmp/bench --preset=gpu         # one accelerator chip
+  python -m vidiff.bench --out=/tmp/bench --preset=gpu         # one accelerator chip, size base
+  python -m vidiff.bench --out=/tmp/bench --preset=gpu-quality # 10-minute training per variant
   python -m vidiff.bench --out=/tmp/bench --preset=tiny        # ~2 min of compiles (the test)
 
 Presets and variants: configs/bench. Per size and variant, on one device:
 - train step (`train.compile_train_step` on a random batch of the preset's clip shape): compile
   s, ms per step, clips/s, FLOPs per step (XLA's `cost_analysis`), TFLOP/s, MFU against the
   peak (`perf.peak_flops`: on CPU an f32 matmul measured in this run, on GPU/TPU the data-sheet
-  bf16 figure), peak MiB (`perf.step_memory_mib`, XLA's `memory_analysis`);
+  bf16 figure), peak MiB (`perf.step_memory_mib`, XLA's `memory_analysis`); a train step that
+  runs out of device memory is a row that says so;
 - sampling: s per video of a jitted DDIM call of `sample_steps` steps with classifier-free
   guidance, and scaled to 50 steps;
 - scaling sweeps: time and memory of the denoiser's forward + backward (no optimizer: it
@@ -31,8 +33,9 @@ Presets and variants: configs/bench. Per size and variant, on one device:
 On CPU, presets with cpu_fast_compile (tiny) compile at XLA backend optimisation level 0
 (compiling is most of such a run; the buffers, so the memory, are the same; the MFU is lower).
 
-Writes DIR/bench.json (device kind, jax version, config hash, every number), DIR/bench.md (the
-tables, also printed), DIR/scaling_frames.png and DIR/scaling_resolution.png (presets with
+Every variant's train step and sampling come first, then the sweeps. Writes, and rewrites after
+each variant (a run cut short keeps what it measured), DIR/bench.json (device kind, jax
+version, config hash, every number), DIR/bench.md (the tables, also printed), DIR/scaling_frames.png and DIR/scaling_resolution.png (presets with
 sweeps) and, after a quality run, DIR/loss_vs_flops.png.
 """
 
