@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vidiff.errors import check
+
 Dtype = Any
 Names = tuple[str | None, ...]
 
@@ -181,6 +183,12 @@ def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None) -> nn.LayerN
 
 
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+
+
+def check_attention_impl(implementation: str) -> None:
+  """A UserError naming the choices unless `implementation` is one of ATTENTION_IMPLS."""
+  check(implementation in ATTENTION_IMPLS,
+        f'model.attention_impl={implementation!r}; use one of {ATTENTION_IMPLS}.')
 
 
 def attention_impl(q, mask, window, implementation: str = 'auto') -> str:

@@ -125,8 +125,7 @@ class STTransformer(nn.Module):
 
   def setup_check(self):
     check(self.attention in MIXERS, f'model.attention={self.attention!r}; use one of {sorted(MIXERS)}.')
-    check(self.attention_impl in layers.ATTENTION_IMPLS,
-          f'model.attention_impl={self.attention_impl!r}; use one of {layers.ATTENTION_IMPLS}.')
+    layers.check_attention_impl(self.attention_impl)
     check(self.width % self.num_heads == 0 and self.width % 4 == 0,
           f'model.width={self.width} must be divisible by 4 and by model.num_heads={self.num_heads}.')
 

@@ -175,8 +175,7 @@ class UNet3D(nn.Module):
             f'model.{name} has {len(getattr(self, name))} entries but model.channels has {n}; '
             f'give one per level.')
     check(self.conv in ('3d', '2plus1d'), f"model.conv={self.conv!r}; use '3d' or '2plus1d'.")
-    check(self.attention_impl in layers.ATTENTION_IMPLS,
-          f'model.attention_impl={self.attention_impl!r}; use one of {layers.ATTENTION_IMPLS}.')
+    layers.check_attention_impl(self.attention_impl)
     check(self.time_padding in layers.TIME_PADDINGS,
           f'model.time_padding={self.time_padding!r}; use one of {layers.TIME_PADDINGS}.')
     check(self.temporal or not any(self.temporal_downsample),
