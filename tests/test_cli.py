@@ -167,11 +167,13 @@ def test_st_transformer_trains_through_main_on_a_time_space_mesh(tmp_path):
 
 def test_model_info_prints_params_and_flops():
   result = run('vidiff.model_info', '--config=configs/quickstart.py:st_transformer,tiny',
-               '--train_steps=2', devices=1)
+               '--train_steps=2', '--attention_impls=xla,auto', devices=1)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert re.search(r'train step \(8 clips, cpu, model.dtype=float32, remat=none\): [\d.]+ ms, '
-                   r'[\d.]+ clips/s, [\d.]+ TFLOP/s, MFU [\d.]+% \(measured f32 matmul on this '
-                   r'host\), [\d.]+ GiB per device', result.stdout), result.stdout
+  for impl in ('xla', 'auto'):  # one line each, from one initialised state
+    assert re.search(rf'train step \(8 clips, cpu, model.dtype=float32, remat=none, '
+                     rf'attention={impl}\): [\d.]+ ms, [\d.]+ clips/s, [\d.]+ TFLOP/s, MFU [\d.]+% '
+                     rf'\(measured f32 matmul on this host\), [\d.]+ GiB per device',
+                     result.stdout), result.stdout
   numbers = {m[0]: float(m[1]) for m in re.findall(r'(params total|forward_backward|forward)\s+([\d.]+)',
                                                    result.stdout)}
   assert numbers['params total'] > 0.1, result.stdout  # millions

@@ -3,7 +3,8 @@ joint attention) at matched parameter counts, everything measured in one run.
 
   python -m vidiff.bench --out=/tmp/bench --preset=cpu-small   # < 10 min on 2 CPU cores
   python -m vidiff.bench --out=/tmp/bench --preset=cpu-quality # equal-time training, ~13 min
-  python -m vidiff.bench --out=/tmp/bench --preset=gpu         # one accelerator chip, size base
+  python -m vidiff.bench --out=/tmp/bench --preset=gpu         # one chip, size base, 2 variants
+  python -m vidiff.bench --out=/tmp/bench --preset=gpu-full    # every variant and the sweeps
   python -m vidiff.bench --out=/tmp/bench --preset=gpu-quality # 10-minute training per variant
   python -m vidiff.bench --out=/tmp/bench --preset=tiny        # ~2 min of compiles (the test)
 

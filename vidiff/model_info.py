@@ -10,6 +10,8 @@ FLOPs are XLA's count for one clip of the config's data shape (`data.num_frames`
 optimizer). The large presets compile for minutes on CPU: pass --flops=false for counts only.
 `--train_steps=N` also compiles the config's whole train step (its mesh, batch, optimizer)
 and times N steps on a random batch: s/step, clips/s, TFLOP/s, MFU and memory per device.
+`--attention_impls=xla,auto` times it once per `model.attention_impl`, all from one initialised
+state (on a GPU, initialising a 200M model compiles for about a minute).
 """
 
 import time
@@ -32,6 +34,8 @@ def define_flags() -> None:
   flags.DEFINE_bool('flops', True, 'Also compile forward and backward to count FLOPs.')
   flags.DEFINE_integer('train_steps', 0, 'Also time this many train steps (after 2 warm-up '
                        'steps).')
+  flags.DEFINE_list('attention_impls', [], 'With --train_steps: time the train step once per '
+                    'model.attention_impl in this list (e.g. xla,auto), from one initial state.')
   flags.mark_flags_as_required(['config'])
 
 
@@ -74,11 +78,13 @@ def random_batch(setup, seed: int = 0) -> dict:
   return sharding.global_batch(local, setup.batch_shardings)
 
 
-def train_step_speed(config, steps: int) -> dict[str, float]:
-  """Seconds per train step (mean of `steps` after 2 warm-ups), TFLOP/s, MFU, GiB per device."""
+def train_step_speed(config, steps: int, state=None) -> tuple[dict, object]:
+  """Seconds per train step (mean of `steps` after 2 warm-ups), TFLOP/s, MFU, GiB per device;
+  and the state after the steps. `state`: start from it (the config's shapes and shardings)
+  instead of initialising one."""
   setup = train.make_setup(config)
   compiled = train.compile_train_step(setup)
-  state, batch = train.init_state(setup), random_batch(setup)
+  state, batch = state if state is not None else train.init_state(setup), random_batch(setup)
   with setup.context():
     for i in range(steps + 2):
       if i == 2:
@@ -93,7 +99,17 @@ def train_step_speed(config, steps: int) -> dict[str, float]:
           'tflops_per_sec': flops / seconds / 1e12 if flops else float('nan'),
           'mfu': flops / seconds / peak if flops and peak else float('nan'),
           'peak_source': source,
-          'gib_per_device': perf.step_memory_mib(compiled)['peak'] / 1024}
+          'gib_per_device': perf.step_memory_mib(compiled)['peak'] / 1024}, state
+
+
+def speed_line(config, r: dict) -> str:
+  """One printed line of `train_step_speed`'s result."""
+  return (f'  train step ({config.train.batch_size} clips, {jax.devices()[0].device_kind}, '
+          f'model.dtype={config.model.dtype}, remat={config.model.remat_policy}, '
+          f'attention={config.model.get("attention_impl", "auto")}): '
+          f'{r["seconds_per_step"] * 1e3:.1f} ms, {r["clips_per_sec"]:.1f} clips/s, '
+          f'{r["tflops_per_sec"]:.3g} TFLOP/s, MFU {100 * r["mfu"]:.1f}% ({r["peak_source"]}), '
+          f'{r["gib_per_device"]:.2f} GiB per device')
 
 
 def main(argv):
@@ -108,12 +124,13 @@ def main(argv):
     for name, flops in flops_per_clip(config).items():
       print(f'  GFLOPs/clip {name:<17} {flops / 1e9:10.2f}')
   if FLAGS.train_steps > 0:
-    r = train_step_speed(config, FLAGS.train_steps)
-    print(f'  train step ({config.train.batch_size} clips, {jax.devices()[0].device_kind}, '
-          f'model.dtype={config.model.dtype}, remat={config.model.remat_policy}): '
-          f'{r["seconds_per_step"] * 1e3:.1f} ms, {r["clips_per_sec"]:.1f} clips/s, '
-          f'{r["tflops_per_sec"]:.3g} TFLOP/s, MFU {100 * r["mfu"]:.1f}% ({r["peak_source"]}), '
-          f'{r["gib_per_device"]:.2f} GiB per device')
+    state = None
+    for impl in FLAGS.attention_impls or [None]:
+      if impl is not None:
+        config = config.copy_and_resolve_references()
+        config.model.attention_impl = impl
+      r, state = train_step_speed(config, FLAGS.train_steps, state)
+      print(speed_line(config, r), flush=True)
 
 
 if __name__ == '__main__':
