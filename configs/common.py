@@ -127,6 +127,11 @@ def base_config() -> ml_collections.ConfigDict:
       # random, so batches are shape-homogeneous (one compiled step per bucket). () = the one
       # shape (num_frames, resolution, resolution).
       buckets=(),
+      # Joint image-video training (Make-A-Video, VideoLDM, Emu Video): this fraction of train
+      # batches holds batch_size x num_frames single frames, each from its own video with its
+      # own caption (the same pixels per step as a clip batch), noised at
+      # diffusion.image_shift. 0: off.
+      image_batches=0.0,
       num_threads=4, prefetch=64, workers=0,
       device_prefetch=2,  # batches put on the mesh ahead of the step
       folder=dict(path='', eval_path=''),  # eval_path '': evaluate on the train folder
@@ -143,6 +148,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict(dict(
       schedule='cosine',  # or 'linear', 'rectified_flow' (with prediction='flow': flow matching)
       shift=1.0, prediction='v', prompt_dropout=0.1,
+      # SNR shift of 1-frame clips (data.image_batches, and the first stage of
+      # sample.first_frame for a model trained with them); 0: the same as `shift`.
+      image_shift=0.0,
       # With probability `prob` a clip's first 1..max_frames frames are given clean and the
       # model learns to continue them: what long-video splicing and image-to-video condition on.
       context=dict(prob=0.25, max_frames=4),

@@ -13,7 +13,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from vidiff import metric_writer, models, video_io
+from vidiff import metric_writer, models, steps, video_io
 from vidiff import sharding as sharding_lib
 from vidiff.data import pipeline, synthetic
 from vidiff.diffusion import long_video, samplers
@@ -36,9 +36,10 @@ class Options:
   model as clean context frames if it was trained with them, else replacement only);
   control_scale: strength of a ControlNet's control stream (0: the base model);
   first_frame: sample in two stages, as Emu Video factorizes text-to-video (Girdhar et al. 2023,
-  arXiv:2311.10709): a clip for the prompt, then the video again with that clip's first frame
-  given clean, which a model trained with context frames continues the way the prompt says.
-  Twice the sampling time."""
+  arXiv:2311.10709): a first frame for the prompt, then the video again with that frame given
+  clean, which a model trained with context frames continues the way the prompt says. The
+  first frame is an image sampled alone if the model was trained with image batches
+  (`data.image_batches`), else a frame of a clip sampled for the prompt (`drawn_frame`)."""
   num_frames: int
   sampler: str = 'ddim'
   steps: int = 50
@@ -86,19 +87,34 @@ def options_from_config(cfg, **overrides) -> Options:
 
 
 def guided_denoise_fn(setup, params, tokens, guidance: float, hint=None,
-                      control_scale: float = 1.0):
+                      control_scale: float = 1.0, frames: int = 0):
   """The model with classifier-free guidance as a sampler's denoise_fn: (x_t [b, T, ...],
   t [b] or [b, T]) -> (x0_hat, eps_hat); tokens: [b, L]. hint [b, T, H, W, C]: a ControlNet's
-  control stream, given to both guidance branches (None: no control)."""
+  control stream, given to both guidance branches (None: no control). frames == 1: t is on the
+  clock of `sample_schedule(setup, 1)` (images at diffusion.image_shift)."""
+  schedule = sample_schedule(setup, frames)
+
   def apply(x, t, tok):
+    if schedule is not setup.schedule:  # the model's clock for the image schedule's t
+      t = steps.image_times(setup, t)
     if hint is None:
       return setup.model.apply({'params': params}, x, t, tok)
     both = jnp.tile(hint, (x.shape[0] // hint.shape[0],) + (1,) * (hint.ndim - 1))
     return setup.model.apply({'params': params}, x, t, tok, hint=both,
                              control_scale=control_scale)
   null = jnp.asarray(text.null_tokens(*tokens.shape))
-  return samplers.guided_denoise_fn(apply, tokens, null, guidance, setup.schedule,
+  return samplers.guided_denoise_fn(apply, tokens, null, guidance, schedule,
                                     setup.config.diffusion.prediction)
+
+
+def sample_schedule(setup, frames: int):
+  """The schedule a sampler runs for clips of `frames` frames: for single frames, the one at
+  `diffusion.image_shift` when that differs (how `steps.draw` noises 1-frame batches), else the
+  model's."""
+  shift = steps.image_shift(setup.config)
+  if frames != 1 or shift == setup.schedule.shift:
+    return setup.schedule
+  return dataclasses.replace(setup.schedule, shift=shift)
 
 
 def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
@@ -117,19 +133,21 @@ def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
   def run(params, tokens, noise, key, known, mask, hint=None):
     if window is not None:  # the model sees every window of every video as one batch
       tokens = jnp.tile(tokens, (long_video.window_count(noise.shape[1], *window), 1))
+    frames = noise.shape[1]
+    schedule = sample_schedule(setup, frames)
     denoise = guided_denoise_fn(setup, params, tokens, options.guidance, hint,
-                                options.control_scale)
+                                options.control_scale, frames)
     if window is not None:
       denoise = long_video.windowed_denoise_fn(denoise, noise.shape[1], *window, options.steps)
     if options.reconstruction > 0:
       denoise = long_video.reconstruction_guided(denoise, known, mask, options.reconstruction,
-                                                 setup.schedule)
+                                                 schedule)
     elif cfg.diffusion.context.prob > 0:
       denoise = long_video.condition_on_known(denoise, known, mask, noise)
-    project = long_video.replace_known(known, mask, noise, setup.schedule)
+    project = long_video.replace_known(known, mask, noise, schedule)
     # Latents have no fixed range: the samplers' clipping of x0 to [-1, 1] is for pixels.
     unclipped = {'clip_x0': False} if latent.is_latent(setup.model) else {}
-    return sample(denoise, noise, key, setup.schedule, options.steps, eta=options.eta,
+    return sample(denoise, noise, key, schedule, options.steps, eta=options.eta,
                   project=project, **unclipped)
   return jax.jit(run)
 
@@ -253,9 +271,13 @@ def check_first_frame(setup) -> None:
 
 def first_frames(setup, params, prompts, options: Options, progress: bool = True,
                  control: np.ndarray | None = None) -> np.ndarray:
-  """The first stage of `Options.first_frame`: float [N, H, W, 3] in [-1, 1], frame
-  `drawn_frame` of a training-length clip sampled for each prompt."""
+  """The first stage of `Options.first_frame`: float [N, H, W, 3] in [-1, 1], for a model
+  trained with image batches (`data.image_batches`) an image sampled for each prompt (Emu
+  Video's text -> image -> video), else frame `drawn_frame` of a training-length clip."""
   check_first_frame(setup)
+  if setup.config.data.get('image_batches', 0.) and control is None:
+    stage = dataclasses.replace(options, first_frame=False, num_frames=1)
+    return pipeline.as_float(generate(setup, params, prompts, stage, progress=progress)[:, 0])
   frames = min(options.num_frames, setup.config.data.num_frames)
   stage = dataclasses.replace(options, first_frame=False, num_frames=frames)
   clips = generate(setup, params, prompts, stage, progress=progress,

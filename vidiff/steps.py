@@ -39,10 +39,26 @@ def draw(rng, setup, batch, train: bool, shape=None) -> dict:
   rate = setup.config.diffusion.prompt_dropout if train else 0.
   context = setup.config.diffusion.context
   own = own_step(setup.config) if train else None
-  return {**objectives.draw_noise(noise_rng, shape, context.prob, context.max_frames,
-                                  own.prob if own else 0.),
-          'drop': jax.random.bernoulli(drop_rng, rate, shape[:1]),
+  noise = objectives.draw_noise(noise_rng, shape, context.prob, context.max_frames,
+                                own.prob if own else 0.)
+  if shape[1] == 1:  # images (data.image_batches) at their own noise levels
+    noise['t'] = image_times(setup, noise['t'])
+  return {**noise, 'drop': jax.random.bernoulli(drop_rng, rate, shape[:1]),
           'dropout': dropout_rng}
+
+
+def image_times(setup, u):
+  """Times t [...] of 1-frame clips for uniform u [...]: the levels of `diffusion.image_shift`
+  on the model's clock (`Schedule.equivalent_t`); u itself when image_shift is 0 (unset) or
+  the schedule's own shift."""
+  shift = image_shift(setup.config)
+  return u if shift == setup.schedule.shift else setup.schedule.equivalent_t(u, shift)
+
+
+def image_shift(config) -> float:
+  """The SNR shift of images (1-frame clips): `diffusion.image_shift`, or if 0 / absent (configs
+  saved before it) `diffusion.shift`."""
+  return config.diffusion.get('image_shift', 0.) or config.diffusion.shift
 
 
 def own_step(config):

@@ -59,14 +59,16 @@ class Setup:
 BATCH_DTYPES = {'video': np.uint8, 'tokens': np.int32, 'depth': np.float32}
 
 
-def batch_shape(config, clip: tuple[int, int, int] | None = None) -> dict[str, tuple[int, ...]]:
-  """Global shapes of the train batch arrays, for clips of (frames, height, width) = `clip`
-  (default: the config's data.num_frames x data.resolution x data.resolution); their dtypes
-  are BATCH_DTYPES. 'depth' is there with data.depth."""
+def batch_shape(config, clip: tuple[int, int, int] | None = None,
+                batch_size: int | None = None) -> dict[str, tuple[int, ...]]:
+  """Global shapes of the train batch arrays, for `batch_size` (default train.batch_size) clips
+  of (frames, height, width) = `clip` (default: the config's data.num_frames x data.resolution
+  x data.resolution); their dtypes are BATCH_DTYPES. 'depth' is there with data.depth."""
   d = config.data
   frames, height, width = clip or (d.num_frames, d.resolution, d.resolution)
-  shapes = {'video': (config.train.batch_size, frames, height, width, 3),
-            'tokens': (config.train.batch_size, config.model.text.max_len)}
+  batch_size = batch_size or config.train.batch_size
+  shapes = {'video': (batch_size, frames, height, width, 3),
+            'tokens': (batch_size, config.model.text.max_len)}
   if d.get('depth', False):
     shapes['depth'] = shapes['video'][:4]
   return shapes
@@ -121,6 +123,15 @@ def check_data_config(config) -> None:
         f'data.frame_stride={d.frame_stride}.')
   check(d.target_fps >= 0, f'data.target_fps={d.target_fps} must be >= 0 (0: off).')
   check(d.device_prefetch >= 0, f'data.device_prefetch={d.device_prefetch} must be >= 0.')
+  check(0 <= d.get('image_batches', 0.) < 1,
+        f'data.image_batches={d.get("image_batches")} must be in [0, 1): the fraction of train '
+        f'batches made of single frames (0: off).')
+  check(not d.get('image_batches', 0.) or config.get('task', 'diffusion') == 'diffusion',
+        f'data.image_batches={d.get("image_batches")} trains a pixel diffusion model on images '
+        f'too; task={config.get("task")!r} does not support it: set it to 0.')
+  check(config.diffusion.get('image_shift', 0.) >= 0,
+        f'diffusion.image_shift={config.diffusion.get("image_shift")} must be >= 0 (0: the same '
+        f'as diffusion.shift).')
   for bucket in d.buckets:
     check(len(bucket) == 3 and all(int(n) >= 1 for n in bucket),
           f'data.buckets entry {bucket!r} must be (frames, height, width), each >= 1.')
@@ -144,6 +155,11 @@ def make_setup(config, devices: Sequence[jax.Device] | None = None) -> Setup:
     sharding.check_batch_divisible(batch_shape(config, clip), batch_shardings)
     sharding.check_whole_clips_per_process(batch_shape(config, clip)['video'],
                                            batch_shardings['video'])
+  time_ways = sharding.ways(batch_shardings['video'], 1)
+  check(not config.data.get('image_batches', 0.) or time_ways == 1,
+        f'data.image_batches={config.data.image_batches}: batches of single frames cannot be '
+        f'split over the {time_ways} ways of the mesh axes that split frames; set '
+        f'--config.mesh.time=1 or --config.data.image_batches=0.')
   micro = config.train.batch_size // config.train.grad_accum_steps
   check(micro % sharding.ways(batch_shardings['video']) == 0,
         f'a microbatch of train.batch_size / train.grad_accum_steps = {micro} clips cannot be '
@@ -251,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   metric_writer.say(f'{config.model.name}: {params_summary(setup, state.params)}, mesh '
                     f'{dict(setup.mesh.shape)}, {"resuming" if start else "starting"} at step {start}')
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
-  step_fns = {clip: compile_train_step(setup, clip) for clip in pipeline.shapes(config.data)}
+  step_fns = train_steps(setup)
   meter = Meter(setup, next(iter(step_fns.values())), start)
   evals = Evals(steps.make_eval_step(setup), eval_batches, video_metrics_fn(setup))
   batches = prefetch.DevicePrefetch(train_iter, setup.batch_shardings, config.data.device_prefetch)
@@ -268,13 +284,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   return state
 
 
+def train_steps(setup: Setup) -> dict:
+  """The compiled train steps by batch shape (B, T, H, W) of 'video': one per bucket, and with
+  data.image_batches one for batches of B x T single frames (`pipeline.flatten_images`)."""
+  config = setup.config
+  batch = config.train.batch_size
+  fns = {(batch, *clip): compile_train_step(setup, clip) for clip in pipeline.shapes(config.data)}
+  if config.data.get('image_batches', 0.):
+    frames, height, width = pipeline.shapes(config.data)[0]
+    fns[batch * frames, 1, height, width] = compile_train_step(setup, (1, height, width),
+                                                               batch_size=batch * frames)
+  return fns
+
+
 def compile_train_step(setup: Setup, clip: tuple[int, int, int] | None = None,
-                       compiler_options: dict | None = None):
-  """The train step compiled ahead of time for clips of (frames, height, width) = `clip`
-  (default: the config's shape): it cannot recompile. `compiler_options` (XLA flags) add to
-  those that make remat effective on the platform."""
+                       compiler_options: dict | None = None, batch_size: int | None = None):
+  """The train step compiled ahead of time for `batch_size` (default train.batch_size) clips of
+  (frames, height, width) = `clip` (default: the config's shape): it cannot recompile.
+  `compiler_options` (XLA flags) add to those that make remat effective on the platform."""
   batch = {k: jax.ShapeDtypeStruct(shape, BATCH_DTYPES[k], sharding=setup.batch_shardings[k])
-           for k, shape in batch_shape(setup.config, clip).items()}
+           for k, shape in batch_shape(setup.config, clip, batch_size).items()}
   options = {**remat.compiler_options(setup.mesh.devices.flat[0].platform),
              **(compiler_options or {})}
   state = abstract_state(setup)  # outside the mesh context: compile-only devices hold nothing
@@ -294,14 +323,15 @@ class Evals:
 
 def train_loop(setup, state, step_fns: dict, evals: Evals, batches, mngr, writer, meter, watcher):
   """Runs steps up to train.num_steps with logging, eval, checkpoints and preemption.
-  `step_fns`: compiled steps by clip (frames, height, width); `batches`: a DevicePrefetch."""
+  `step_fns`: compiled steps by the batch's video shape (B, T, H, W); `batches`: a
+  DevicePrefetch."""
   cfg = setup.config.train
   bar = tqdm(total=cfg.num_steps, initial=meter.step, desc='train',
              disable=jax.process_index() != 0, mininterval=2., dynamic_ncols=True)
   for step in range(meter.step + 1, cfg.num_steps + 1):
     batch = next(batches)
     with setup.context():
-      state, metrics = step_fns[batch['video'].shape[1:4]](state, batch)
+      state, metrics = step_fns[batch['video'].shape[:4]](state, batch)
     meter.add(metrics, batches.skipped)
     bar.update(1)
     if step % cfg.log_every == 0 or step == cfg.num_steps:

@@ -20,6 +20,7 @@ from vidiff.errors import check
 SOURCES = ('synthetic', 'camera', 'folder', 'tfds')
 
 EVAL_SEED_OFFSET = 1_000_003
+IMAGE_STREAM = 7  # seeds the per-batch draw of image batches apart from the bucket draw
 
 
 def make_source(data_config, split: str):
@@ -85,22 +86,52 @@ def make_sampler(data_config, text_config, source, split: str, shape) -> ClipSam
 
 
 @dataclasses.dataclass(frozen=True)
+class Images:
+  """`frames` single frames, each a random frame of a random video of the source with its own
+  caption, stacked like a clip: {'video': [frames, 1, H, W, 3], 'tokens': [frames, L], ...}
+  (`flatten_images` turns a batch of them into a batch of 1-frame clips). `sampler`: a
+  ClipSampler of 1-frame clips."""
+  sampler: ClipSampler
+  frames: int
+
+  def __call__(self, index: int, rng: np.random.Generator) -> dict:
+    del index  # every frame comes from a video of its own
+    picks = [self.sampler(int(i), rng) for i in rng.integers(len(self.sampler.source),
+                                                             size=self.frames)]
+    return {k: np.stack([p[k] for p in picks]) for k in picks[0]}
+
+
+def flatten_images(batch: dict) -> dict:
+  """A batch of `Images` examples (tokens [b, frames, L]) -> 1-frame clips: 'video'
+  [b * frames, 1, H, W, 3], 'tokens' [b * frames, L], ...; a batch of clips is returned as is."""
+  if batch['tokens'].ndim == 2:
+    return batch
+  return {k: v.reshape(v.shape[0] * v.shape[1], *v.shape[2:]) for k, v in batch.items()}
+
+
+@dataclasses.dataclass(frozen=True)
 class Examples:
   """Grain map with index: (position in this process's stream, source index) -> example.
 
   All clips of a batch (positions b*batch_size .. (b+1)*batch_size - 1) use the same sampler,
   drawn per batch from `samplers` by (seed, b): the same on every process, so global batches are
-  shape-homogeneous buckets.
+  shape-homogeneous buckets. With `images` (an `Images`), a batch is one of images instead with
+  probability `image_prob` (also drawn by (seed, b)).
   """
   samplers: tuple
   seed: int
   batch_size: int
   process: int
+  images: Images | None = None
+  image_prob: float = 0.
 
   def __call__(self, position: int, index: int) -> dict:
     batch = position // self.batch_size
     bucket = np.random.default_rng([self.seed, batch]).integers(len(self.samplers))
     rng = np.random.default_rng([self.seed, self.process, position])
+    if self.images is not None and self.image_prob > 0:
+      if np.random.default_rng([self.seed, batch, IMAGE_STREAM]).random() < self.image_prob:
+        return self.images(int(index), rng)
     return self.samplers[bucket](int(index), rng)
 
 
@@ -110,13 +141,20 @@ def clips(data_config, model_text_config, split: str, batch_size: int = 1) -> gr
   source = make_source(data_config, split)
   buckets = shapes(data_config) if split == 'train' else shapes(data_config)[:1]
   samplers = tuple(make_sampler(data_config, model_text_config, source, split, b) for b in buckets)
+  image_prob = data_config.get('image_batches', 0.) if split == 'train' else 0.
+  images = None
+  if image_prob > 0:
+    frames, height, width = buckets[0]
+    images = Images(make_sampler(data_config, model_text_config, source, split,
+                                 (1, height, width)), frames)
   ds = grain.MapDataset.range(len(source)).seed(data_config.seed)
   if split == 'train':
     ds = ds.shuffle().repeat()
   else:  # an eval set smaller than one global batch is repeated to fill it
     ds = ds.repeat(-(-batch_size * jax.process_count() // len(source)))
   ds = ds[jax.process_index()::jax.process_count()]
-  return ds.map_with_index(Examples(samplers, data_config.seed, batch_size, jax.process_index()))
+  return ds.map_with_index(Examples(samplers, data_config.seed, batch_size, jax.process_index(),
+                                    images, image_prob))
 
 
 def held_out_clips(data_config, count: int, with_depth: bool = False):
@@ -138,7 +176,7 @@ def train_iterator(data_config, model_text_config, process_batch_size: int):
   ds = clips(data_config, model_text_config, 'train', process_batch_size).to_iter_dataset(
       grain.ReadOptions(num_threads=data_config.num_threads,
                         prefetch_buffer_size=data_config.prefetch))
-  ds = ds.batch(process_batch_size, drop_remainder=True)
+  ds = ds.batch(process_batch_size, drop_remainder=True).map(flatten_images)
   if data_config.workers > 0:
     if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (outside vidiff.main too)
       flags.FLAGS.mark_as_parsed()

@@ -64,13 +64,15 @@ def draw_noise(rng, shape, context_prob: float = 0., max_context: int = 0,
   'eps': N(0, I) [B, T, ...], 'context': int [B], 'self': bool [B], 'gap': U(0, 1) [B]}.
 
   `context`: how many leading frames of each clip are given clean, as context the model learns
-  to continue (0 for most clips; with probability `context_prob` uniform in 1..max_context).
+  to continue (0 for most clips; with probability `context_prob` uniform in 1..max_context, at
+  most T - 1: 1-frame batches never get context).
   Long videos are spliced with it: each chunk continues the clean last frames of the one before.
   Drawn for the whole batch at once, so splitting the batch into microbatches afterwards
   (gradient accumulation) trains on exactly the same noisy examples.
   """
   t_rng, eps_rng, use_rng, k_rng = jax.random.split(rng, 4)
   batch = shape[:1]
+  max_context = min(max_context, shape[1] - 1)  # a clip given whole would have nothing to learn
   frames = jax.random.randint(k_rng, batch, 1, max(max_context, 1) + 1)
   use = jax.random.bernoulli(use_rng, context_prob, batch) & (max_context > 0)
   # `self`: the clip's x_t is the model's own sampler step (`own_step_input`) from a level

@@ -42,6 +42,16 @@ class Schedule:
       logsnr = log_alpha_bar - jnp.log(-jnp.expm1(jnp.minimum(log_alpha_bar, -1e-7)))
     return jnp.clip(logsnr - 2. * jnp.log(self.shift), LOGSNR_MIN, LOGSNR_MAX)
 
+  def equivalent_t(self, u, shift: float):
+    """The times t [...] at which this schedule has the logSNR that the same schedule with
+    `shift` has at u [...]: how a batch is noised and sampled at another shift (image batches,
+    `diffusion.image_shift`) while the model keeps one meaning for t. Inverted numerically on a
+    grid of 4097 times (logSNR is monotone in t)."""
+    grid = jnp.linspace(0., 1., 4097)
+    target = dataclasses.replace(self, shift=shift).logsnr(u)
+    # np.interp wants increasing x: -logSNR increases with t.
+    return jnp.interp(-target, -self.logsnr(grid), grid)
+
   def _shifted(self, t):
     return self.shift * t / (1. + (self.shift - 1.) * t)
 
