@@ -132,6 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
       # own caption (the same pixels per step as a clip batch), noised at
       # diffusion.image_shift. 0: off.
       image_batches=0.0,
+      # 'full': image batches keep their videos' captions; 'still' (synthetic data): without
+      # the motion phrases ('a red circle'), which a still frame does not show (also the
+      # prompt of sample.first_frame's image stage).
+      image_captions='full',
       num_threads=4, prefetch=64, workers=0,
       device_prefetch=2,  # batches put on the mesh ahead of the step
       folder=dict(path='', eval_path=''),  # eval_path '': evaluate on the train folder

@@ -10,9 +10,10 @@ import pytest
 
 from configs import quickstart
 from vidiff import generate, sharding, steps, train
-from vidiff.data import pipeline
+from vidiff.data import pipeline, synthetic
 from vidiff.diffusion import schedules
 from vidiff.errors import UserError
+from vidiff.models import text
 
 
 @pytest.fixture
@@ -51,6 +52,20 @@ def test_image_batches_are_single_frames_each_with_its_own_caption(config):
     np.testing.assert_array_equal(a['video'], b['video'])
 
 
+def test_still_captions_drop_the_motion_phrases(config):
+  assert (synthetic.still_caption('a red circle moving left and a blue square bouncing up')
+          == 'a red circle and a blue square')
+  config.data.image_captions = 'still'
+  d, t = config.data, config.model.text
+  motion = set(text.tokenize(['moving bouncing left right up down'], 8, t.vocab_size)[0, 1:7])
+  shape = set(text.tokenize(['circle square triangle'], 8, t.vocab_size)[0, 1:4])
+  images = [b for b in (next(it) for it in [pipeline.train_iterator(d, t, 4)] for _ in range(16))
+            if b['video'].shape[1] == 1]
+  assert images
+  for b in images:
+    assert not motion & set(b['tokens'].ravel()) and shape & set(b['tokens'].ravel())
+
+
 def test_one_frame_clips_get_no_context_and_the_image_shifts_levels(config):
   setup = train.make_setup(config)
   batch = {'video': jnp.zeros((512, 1, 2, 2, 3))}
@@ -87,29 +102,48 @@ def test_training_compiles_one_step_per_kind_of_batch_and_runs_both(config):
     (dict(image_shift=-1.0), 'diffusion.image_shift=-1.0 must be >= 0'),
     (dict(time=2), 'set --config.mesh.time=1 or --config.data.image_batches=0'),
     (dict(task='vae'), "task='vae' does not support it"),
+    (dict(image_captions='none'), "data.image_captions='none': use 'full' or 'still'"),
+    (dict(image_captions='still', source='folder'), "data.source='folder' has free captions"),
 ])
 def test_bad_image_batch_configs_are_clear_errors(config, change, message):
   for key, value in change.items():
     section = {'image_batches': config.data, 'image_shift': config.diffusion,
-               'time': config.mesh, 'task': config}[key]
+               'time': config.mesh, 'task': config, 'image_captions': config.data,
+               'source': config.data}[key]
     section[key] = value
   if 'time' in change:
     config.mesh.data = 1
   with pytest.raises(UserError, match=message):  # (a VAE config fails on its model before)
-    train.check_data_config(config) if 'task' in change else train.make_setup(config)
+    if 'task' in change or 'source' in change:
+      train.check_data_config(config)
+    else:
+      train.make_setup(config)
 
 
-def test_first_frame_of_a_model_trained_with_images_is_a_sampled_image(config):
-  """Text -> image -> video: stage 1 samples one frame at image_shift; stage 2 continues it."""
+@pytest.mark.parametrize('captions', ['full', 'still'])
+def test_first_frame_of_a_model_trained_with_images_is_a_sampled_image(config, captions):
+  """Text -> image -> video: stage 1 samples one frame at image_shift (for the prompt its
+  images were captioned with); stage 2 continues it."""
+  config.data.image_captions = captions
   setup = train.make_setup(config)
-  params = train.init_state(setup).params
+  params = train.init_state(setup).params  # perturbed: the fresh output layers are zero
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
+                                     for p, k in zip(leaves, keys)])
   assert generate.sample_schedule(setup, 1).shift == 1.0
   assert generate.sample_schedule(setup, 4) is setup.schedule
   prompts = ['a red circle moving left', 'a blue square moving up']
   options = generate.Options(num_frames=4, steps=2, seed=1, first_frame=True)
   videos = generate.generate(setup, params, prompts, options, progress=False)
-  images = generate.generate(setup, params, prompts,
+  stills = [synthetic.still_caption(p) for p in prompts] if captions == 'still' else prompts
+  images = generate.generate(setup, params, stills,
                              dataclasses.replace(options, first_frame=False, num_frames=1),
                              progress=False)
   assert videos.shape == (2, 4, 16, 16, 3) and images.shape == (2, 1, 16, 16, 3)
   np.testing.assert_array_equal(videos[:, 0], images[:, 0])
+  assert len(np.unique(images)) > 8  # not a blank image
+  if captions == 'still':  # the motion words would have changed the image
+    assert not np.array_equal(images, generate.generate(
+        setup, params, prompts, dataclasses.replace(options, first_frame=False, num_frames=1),
+        progress=False))

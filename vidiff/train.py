@@ -129,6 +129,12 @@ def check_data_config(config) -> None:
   check(not d.get('image_batches', 0.) or config.get('task', 'diffusion') == 'diffusion',
         f'data.image_batches={d.get("image_batches")} trains a pixel diffusion model on images '
         f'too; task={config.get("task")!r} does not support it: set it to 0.')
+  captions = d.get('image_captions', 'full')
+  check(captions in ('full', 'still'),
+        f"data.image_captions={captions!r}: use 'full' or 'still'.")
+  check(captions == 'full' or d.source == 'synthetic',
+        f"data.image_captions='still' drops the synthetic grammar's motion phrases; "
+        f"data.source={d.source!r} has free captions: use 'full'.")
   check(config.diffusion.get('image_shift', 0.) >= 0,
         f'diffusion.image_shift={config.diffusion.get("image_shift")} must be >= 0 (0: the same '
         f'as diffusion.shift).')

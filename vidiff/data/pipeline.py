@@ -16,6 +16,7 @@ import numpy as np
 from vidiff.data import camera_scene, synthetic, video_folder
 from vidiff.data.transforms import ClipSampler, clip_span
 from vidiff.errors import check
+from vidiff.models import text
 
 SOURCES = ('synthetic', 'camera', 'folder', 'tfds')
 
@@ -93,12 +94,22 @@ class Images:
   ClipSampler of 1-frame clips."""
   sampler: ClipSampler
   frames: int
+  still_captions: bool = False  # drop the motion phrases (`synthetic.still_caption`)
 
   def __call__(self, index: int, rng: np.random.Generator) -> dict:
     del index  # every frame comes from a video of its own
-    picks = [self.sampler(int(i), rng) for i in rng.integers(len(self.sampler.source),
-                                                             size=self.frames)]
+    picks = [self.frame(int(i), rng) for i in rng.integers(len(self.sampler.source),
+                                                           size=self.frames)]
     return {k: np.stack([p[k] for p in picks]) for k in picks[0]}
+
+  def frame(self, index: int, rng: np.random.Generator) -> dict:
+    """One 1-frame example of video `index` (or the next usable one), its caption tokenized."""
+    if not self.still_captions:
+      return self.sampler(index, rng)
+    example = self.sampler.usable_clip(index, rng)
+    caption = synthetic.still_caption(example.pop('caption'))
+    return {**example, 'tokens': text.tokenize([caption], self.sampler.max_prompt_tokens,
+                                               self.sampler.vocab_size)[0]}
 
 
 def flatten_images(batch: dict) -> dict:
@@ -146,7 +157,8 @@ def clips(data_config, model_text_config, split: str, batch_size: int = 1) -> gr
   if image_prob > 0:
     frames, height, width = buckets[0]
     images = Images(make_sampler(data_config, model_text_config, source, split,
-                                 (1, height, width)), frames)
+                                 (1, height, width)), frames,
+                    data_config.get('image_captions', 'full') == 'still')
   ds = grain.MapDataset.range(len(source)).seed(data_config.seed)
   if split == 'train':
     ds = ds.shuffle().repeat()

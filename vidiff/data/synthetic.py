@@ -28,6 +28,7 @@ Positions are (x, y) = (column, row) in pixel-index coordinates (pixel [r, c] si
 
 import dataclasses
 import itertools
+import re
 
 import cv2
 import numpy as np
@@ -186,6 +187,13 @@ def caption_of(scene: Scene) -> str:
   """Returns the caption of `scene` in the module's grammar."""
   word = MOTION_WORDS[scene.motion]
   return ' and '.join(f'a {o.color} {o.shape} {word} {o.direction}' for o in scene.objects)
+
+
+def still_caption(caption: str) -> str:
+  """A caption of this grammar without its motion phrases, what a still frame shows:
+  'a red circle moving left and a blue square moving up' -> 'a red circle and a blue square'."""
+  motion = '|'.join(MOTION_WORDS.values())
+  return re.sub(rf' ({motion}) ({"|".join(DIRECTIONS)})\b', '', caption)
 
 
 def centers(scene: Scene, frame_indices) -> np.ndarray:
