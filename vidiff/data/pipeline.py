@@ -16,7 +16,6 @@ import numpy as np
 from vidiff.data import camera_scene, synthetic, video_folder
 from vidiff.data.transforms import ClipSampler, clip_span
 from vidiff.errors import check
-from vidiff.models import text
 
 SOURCES = ('synthetic', 'camera', 'folder', 'tfds')
 
@@ -73,9 +72,11 @@ def min_source_frames(data_config) -> int:
   return clip_span(min(t for t, _, _ in shapes(data_config)), stride)
 
 
-def make_sampler(data_config, text_config, source, split: str, shape) -> ClipSampler:
+def make_sampler(data_config, text_config, source, split: str, shape,
+                 still_captions: bool = False) -> ClipSampler:
   """The clip sampler of `split` for batches of (frames, height, width) = `shape` (text_config
-  None: one that is only used for `usable_clip`, which does not tokenize)."""
+  None: one that is only used for `usable_clip`, which does not tokenize); `still_captions`:
+  without their motion phrases."""
   d, train = data_config, split == 'train'
   frames, height, width = shape
   tokens, vocab = (text_config.max_len, text_config.vocab_size) if text_config else (1, 1)
@@ -83,7 +84,8 @@ def make_sampler(data_config, text_config, source, split: str, shape) -> ClipSam
                      random_start=train and d.clip_start == 'random', size=(height, width),
                      max_frame_stride=d.max_frame_stride if train else 0,
                      target_fps=d.target_fps, random_crop=train and d.crop == 'random',
-                     flip=train and d.flip, depth=d.get('depth', False))
+                     flip=train and d.flip, depth=d.get('depth', False),
+                     still_captions=still_captions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,22 +96,12 @@ class Images:
   ClipSampler of 1-frame clips."""
   sampler: ClipSampler
   frames: int
-  still_captions: bool = False  # drop the motion phrases (`synthetic.still_caption`)
 
   def __call__(self, index: int, rng: np.random.Generator) -> dict:
     del index  # every frame comes from a video of its own
-    picks = [self.frame(int(i), rng) for i in rng.integers(len(self.sampler.source),
-                                                           size=self.frames)]
+    picks = [self.sampler(int(i), rng) for i in rng.integers(len(self.sampler.source),
+                                                             size=self.frames)]
     return {k: np.stack([p[k] for p in picks]) for k in picks[0]}
-
-  def frame(self, index: int, rng: np.random.Generator) -> dict:
-    """One 1-frame example of video `index` (or the next usable one), its caption tokenized."""
-    if not self.still_captions:
-      return self.sampler(index, rng)
-    example = self.sampler.usable_clip(index, rng)
-    caption = synthetic.still_caption(example.pop('caption'))
-    return {**example, 'tokens': text.tokenize([caption], self.sampler.max_prompt_tokens,
-                                               self.sampler.vocab_size)[0]}
 
 
 def flatten_images(batch: dict) -> dict:
@@ -156,9 +148,9 @@ def clips(data_config, model_text_config, split: str, batch_size: int = 1) -> gr
   images = None
   if image_prob > 0:
     frames, height, width = buckets[0]
+    still = data_config.get('image_captions', 'full') == 'still'
     images = Images(make_sampler(data_config, model_text_config, source, split,
-                                 (1, height, width)), frames,
-                    data_config.get('image_captions', 'full') == 'still')
+                                 (1, height, width), still), frames)
   ds = grain.MapDataset.range(len(source)).seed(data_config.seed)
   if split == 'train':
     ds = ds.shuffle().repeat()

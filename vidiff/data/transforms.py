@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from vidiff.data import decode
+from vidiff.data import decode, synthetic
 from vidiff.errors import UserError
 from vidiff.models import text
 
@@ -52,6 +52,8 @@ class ClipSampler:
   cover it and crops (random or centre), None keeps the source's frames. `flip`: mirror half of
   the clips, swapping 'left' and 'right' in their captions. `depth`: examples also hold the
   clip's per-frame depth, float32 [T,H,W] (cropped and flipped with the frames).
+  `still_captions`: tokenize the caption without its motion phrases (`synthetic.still_caption`;
+  for the image batches of synthetic data).
 
   A video that cannot be decoded or is too short is replaced by the next one in the source (a
   warning; 'skipped' counts them), so one bad file never stops a job.
@@ -68,10 +70,14 @@ class ClipSampler:
   random_crop: bool = False
   flip: bool = False
   depth: bool = False
+  still_captions: bool = False
 
   def __call__(self, index: int, rng: np.random.Generator) -> dict:
     example = self.usable_clip(index, rng)
-    tokens = text.tokenize([example.pop('caption')], self.max_prompt_tokens, self.vocab_size)[0]
+    caption = example.pop('caption')
+    if self.still_captions:
+      caption = synthetic.still_caption(caption)
+    tokens = text.tokenize([caption], self.max_prompt_tokens, self.vocab_size)[0]
     return {**example, 'tokens': tokens}
 
   def usable_clip(self, index: int, rng: np.random.Generator) -> dict:
