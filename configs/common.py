@@ -155,6 +155,10 @@ def base_config() -> ml_collections.ConfigDict:
       # SNR shift of 1-frame clips (data.image_batches, and the first stage of
       # sample.first_frame for a model trained with them); 0: the same as `shift`.
       image_shift=0.0,
+      # Weight of the image batches' train loss (data.image_batches). Their gradients are
+      # smoother than a clip batch's (B x T examples against B) and Adam divides both kinds by
+      # one running norm; > 1 learns shapes sooner and motion later (README, "Shapes from images").
+      image_loss_weight=1.0,
       # With probability `prob` a clip's first 1..max_frames frames are given clean and the
       # model learns to continue them: what long-video splicing and image-to-video condition on.
       context=dict(prob=0.25, max_frames=4),

@@ -81,6 +81,34 @@ def test_one_frame_clips_get_no_context_and_the_image_shifts_levels(config):
   assert noise['t'].shape == video['t'].shape and video['context'].any()
 
 
+def test_image_loss_weight_scales_the_image_batches_loss_only(config):
+  setup = train.make_setup(config)
+  params = train.init_state(setup).params
+  batches = {t: {'video': jnp.full((b, t, 16, 16, 3), 90, jnp.uint8),
+                 'tokens': jnp.ones((b, config.model.text.max_len), jnp.int32)}
+             for b, t in ((32, 1), (8, 4))}
+  def losses(weight, **where):
+    config.diffusion.image_loss_weight = weight
+    for key, value in where.items():
+      config.data[key] = value
+    loss = jax.jit(lambda batch: steps.loss_fn(
+        params, setup, batch, steps.draw(jax.random.PRNGKey(0), setup, batch, True), True)[0])
+    with setup.context():
+      return {t: float(loss(batch)) for t, batch in batches.items()}
+  one, weighted = losses(1.), losses(2.5)
+  assert weighted[1] == pytest.approx(2.5 * one[1], rel=1e-5) and one[1] > 0
+  assert weighted[4] == pytest.approx(one[4], rel=1e-6)  # clip batches keep weight 1
+  assert losses(2.5, image_batches=0.)[1] == pytest.approx(one[1], rel=1e-5)  # images only: 1
+
+
+def test_quickstart_images_variant_is_the_joint_recipe():
+  config = quickstart.get_config('images=1')
+  assert (config.data.image_batches, config.data.image_captions) == (0.35, 'still')
+  assert config.diffusion.image_shift == 1.0 and config.train.num_steps == 2000
+  train.check_config(config)
+  assert quickstart.get_config(None).data.image_batches == 0  # the 10-minute recipe: clips only
+
+
 def test_training_compiles_one_step_per_kind_of_batch_and_runs_both(config):
   setup = train.make_setup(config)
   fns = train.train_steps(setup)
@@ -100,6 +128,7 @@ def test_training_compiles_one_step_per_kind_of_batch_and_runs_both(config):
 @pytest.mark.parametrize('change, message', [
     (dict(image_batches=1.0), r'data.image_batches=1.0 must be in \[0, 1\)'),
     (dict(image_shift=-1.0), 'diffusion.image_shift=-1.0 must be >= 0'),
+    (dict(image_loss_weight=0.0), 'diffusion.image_loss_weight=0.0 must be > 0'),
     (dict(time=2), 'set --config.mesh.time=1 or --config.data.image_batches=0'),
     (dict(task='vae'), "task='vae' does not support it"),
     (dict(image_captions='none'), "data.image_captions='none': use 'full' or 'still'"),
@@ -108,6 +137,7 @@ def test_training_compiles_one_step_per_kind_of_batch_and_runs_both(config):
 def test_bad_image_batch_configs_are_clear_errors(config, change, message):
   for key, value in change.items():
     section = {'image_batches': config.data, 'image_shift': config.diffusion,
+               'image_loss_weight': config.diffusion,
                'time': config.mesh, 'task': config, 'image_captions': config.data,
                'source': config.data}[key]
     section[key] = value

@@ -79,11 +79,21 @@ def loss_fn(params, setup, batch, noise: dict, train: bool, x0=None, **model_kwa
   pixels = x0 is None  # latents (x0 given) have no fixed range to clip to
   x0 = pipeline.as_float(batch['video']) if x0 is None else x0
   own = own_step(setup.config) if train else None
-  return objectives.diffusion_loss(apply, x0, tokens, noise,
-                                   setup.schedule, setup.config.diffusion.prediction,
-                                   setup.config.diffusion.min_snr_gamma,
-                                   setup.config.diffusion.temporal_weight,
-                                   own.gap if own else 0., clip_x0=pixels)
+  loss, per_example = objectives.diffusion_loss(apply, x0, tokens, noise,
+                                                setup.schedule, setup.config.diffusion.prediction,
+                                                setup.config.diffusion.min_snr_gamma,
+                                                setup.config.diffusion.temporal_weight,
+                                                own.gap if own else 0., clip_x0=pixels)
+  weight = image_loss_weight(setup.config) if train and x0.shape[1] == 1 else 1.
+  return loss * weight, per_example * weight
+
+
+def image_loss_weight(config) -> float:
+  """The train loss weight of image batches (`data.image_batches`): diffusion.image_loss_weight,
+  1 without image batches and for configs saved before it."""
+  if not config.data.get('image_batches', 0.):
+    return 1.
+  return config.diffusion.get('image_loss_weight', 1.)
 
 
 def microbatches(tree, k: int):

@@ -135,6 +135,9 @@ def check_data_config(config) -> None:
   check(captions == 'full' or d.source == 'synthetic',
         f"data.image_captions='still' drops the synthetic grammar's motion phrases; "
         f"data.source={d.source!r} has free captions: use 'full'.")
+  check(config.diffusion.get('image_loss_weight', 1.) > 0,
+        f'diffusion.image_loss_weight={config.diffusion.get("image_loss_weight")} must be > 0 '
+        f'(1: image batches weigh as much as clip batches).')
   check(config.diffusion.get('image_shift', 0.) >= 0,
         f'diffusion.image_shift={config.diffusion.get("image_shift")} must be >= 0 (0: the same '
         f'as diffusion.shift).')
