@@ -278,7 +278,7 @@ def first_frames(setup, params, prompts, options: Options, progress: bool = True
   data = setup.config.data
   if data.get('image_batches', 0.) and control is None:
     stage = dataclasses.replace(options, first_frame=False, num_frames=1)
-    if data.get('image_captions', 'full') == 'still':  # the captions its images had
+    if pipeline.still_image_captions(data):  # the captions its images had
       prompts = [synthetic.still_caption(p) for p in prompts]
     return pipeline.as_float(generate(setup, params, prompts, stage, progress=progress)[:, 0])
   frames = min(options.num_frames, setup.config.data.num_frames)

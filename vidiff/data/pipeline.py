@@ -88,6 +88,12 @@ def make_sampler(data_config, text_config, source, split: str, shape,
                      still_captions=still_captions)
 
 
+def still_image_captions(data_config) -> bool:
+  """Whether image batches are captioned without their motion phrases (data.image_captions
+  'still'; 'full' for configs saved before it)."""
+  return data_config.get('image_captions', 'full') == 'still'
+
+
 @dataclasses.dataclass(frozen=True)
 class Images:
   """`frames` single frames, each a random frame of a random video of the source with its own
@@ -148,9 +154,8 @@ def clips(data_config, model_text_config, split: str, batch_size: int = 1) -> gr
   images = None
   if image_prob > 0:
     frames, height, width = buckets[0]
-    still = data_config.get('image_captions', 'full') == 'still'
     images = Images(make_sampler(data_config, model_text_config, source, split,
-                                 (1, height, width), still), frames)
+                                 (1, height, width), still_image_captions(data_config)), frames)
   ds = grain.MapDataset.range(len(source)).seed(data_config.seed)
   if split == 'train':
     ds = ds.shuffle().repeat()
