@@ -24,8 +24,8 @@
 # measures the same).
 #
 # The model: the quickstart checkpoint if the `quickstart` notebook ran in this runtime
-# (`vidiff_quickstart/`), else the quickstart U-Net is trained here first (about 7 minutes on a
-# CPU runtime). `VIDIFF_SMOKE=1` trains the tiny model for a few steps and makes 16 frames.
+# (`vidiff_quickstart/`), else the quickstart U-Net is trained here first (8-10 minutes on a
+# 2-core CPU runtime). `VIDIFF_SMOKE=1` trains the tiny model for a few steps and makes 16 frames.
 
 # %%
 # In Colab: fetch vidiff and install it with the JAX build for this runtime (CPU, GPU or TPU).

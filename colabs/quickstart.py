@@ -21,9 +21,10 @@
 # U-Net with `vidiff.train.train_and_evaluate(config, workdir)`, plots the loss, then restores
 # the checkpoint and samples videos for new prompts.
 #
-# It runs on any Colab runtime (CPU, GPU or TPU). On a CPU runtime the 1000 training steps take
-# about 7 minutes. `VIDIFF_SMOKE=1` in the environment shrinks everything to seconds (what CI
-# runs).
+# It runs on any Colab runtime (CPU, GPU or TPU). On a CPU runtime the 2000 training steps (a
+# third of the batches single frames, which teach the shapes) take 8-10 minutes on a 2-core host
+# (one JAX device here; the command line splits the CPU in two and is faster). `VIDIFF_SMOKE=1`
+# in the environment shrinks everything to seconds (what CI runs).
 
 # %%
 # In Colab: fetch vidiff and install it with the JAX build for this runtime (CPU, GPU or TPU).

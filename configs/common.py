@@ -140,9 +140,10 @@ def base_config() -> ml_collections.ConfigDict:
       device_prefetch=2,  # batches put on the mesh ahead of the step
       folder=dict(path='', eval_path=''),  # eval_path '': evaluate on the train folder
       tfds=dict(name='', data_dir='', split='train', eval_split=''),
-      # travel: the range of the free space a 'constant' object crosses over the video.
+      # travel: the range of the free space a 'constant' object crosses over the video;
+      # size: the range of an object's bounding-box side, as a fraction of the resolution.
       synthetic=dict(num_videos=100_000, eval_videos=32, length=32, max_objects=1,
-                     motion='constant', travel=(0.5, 0.8)),
+                     motion='constant', travel=(0.5, 0.8), size=(0.25, 0.35)),
       camera=dict(num_videos=100_000, eval_videos=32, length=32, min_boxes=2, max_boxes=3,
                   travel=8.0),
       # Batches also hold 'depth' [B, T, H, W] in [0, 1] (0 nearest): the ControlNet's control
@@ -192,6 +193,10 @@ def base_config() -> ml_collections.ConfigDict:
   # across TPU slices / GPU nodes (the slow network); its product is the number of them.
   c.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, time=1, space=1, tensor=1, rules=RULES,
+      # > 0: split a CPU host into this many devices before JAX starts (an XLA CPU device
+      # computes mostly on one core, so `data` then runs parts of each batch at once); left
+      # alone when XLA_FLAGS or JAX_NUM_CPU_DEVICES sets a count, and by accelerators.
+      cpu_devices=0,
       dcn=dict(data=1, fsdp=1, time=1, space=1, tensor=1)))
   return c
 

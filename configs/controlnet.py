@@ -22,7 +22,8 @@ from configs import common, quickstart
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, backbone='unet3d', size='quickstart', source='synthetic', motion=1)
   # The base's diffusion settings: `motion=0` for a base trained with quickstart.py:motion=0.
-  config = quickstart.get_config(f'{args.backbone},{args.size},motion={args.motion}')
+  # The branch trains on clips only (the base's image batches taught it shapes already).
+  config = quickstart.get_config(f'{args.backbone},{args.size},motion={args.motion},images=0')
   config.task = 'controlnet'
   config.data.depth = True
   config.data.source = args.source

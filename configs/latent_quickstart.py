@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
   tiny = args.size == 'tiny'
   # Without the quickstart's motion recipe: two-stage sampling needs image-to-video, which
   # latent models do not have yet.
-  config = quickstart.get_config(f'{args.backbone},{args.size},motion=0')
+  config = quickstart.get_config(f'{args.backbone},{args.size},motion=0,images=0')
   config.task = 'latent'
   config.vae_model = vae_quickstart.vae_model('video', tiny)
   config.latent = ml_collections.ConfigDict(dict(

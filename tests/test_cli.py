@@ -2,12 +2,17 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import imageio.v3 as iio
+import jax
 import numpy as np
 import pytest
 
+from conftest import REPO, cli_env
 from conftest import run_module as run
+from vidiff import cli
 
 TINY = 'configs/quickstart.py:unet3d,tiny'
 
@@ -178,3 +183,21 @@ def test_model_info_prints_params_and_flops():
                                                    result.stdout)}
   assert numbers['params total'] > 0.1, result.stdout  # millions
   assert numbers['forward_backward'] > 2 * numbers['forward'] > 0, result.stdout
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({'XLA_FLAGS': '--xla_backend_optimization_level=0'}, 'True 2'),
+    ({}, 'False 8'),  # the session's --xla_force_host_platform_device_count=8 wins
+    ({'XLA_FLAGS': '', 'JAX_NUM_CPU_DEVICES': '3'}, 'False 3')])
+def test_split_cpu_unless_the_user_chose_a_count(env, expected):
+  code = 'import jax; from vidiff import cli; print(cli.split_cpu(2), jax.device_count())'
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=cli_env(8, **env),
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split('\n')[-2] == expected
+
+
+def test_split_cpu_keeps_a_started_backend():
+  assert jax.device_count() == 8
+  assert not cli.split_cpu(2) and not cli.split_cpu(0)
+  assert jax.device_count() == 8

@@ -101,12 +101,21 @@ def test_image_loss_weight_scales_the_image_batches_loss_only(config):
   assert losses(2.5, image_batches=0.)[1] == pytest.approx(one[1], rel=1e-5)  # images only: 1
 
 
-def test_quickstart_images_variant_is_the_joint_recipe():
-  config = quickstart.get_config('images=1')
+def test_quickstart_unet_is_the_joint_recipe_by_default():
+  config = quickstart.get_config(None)
   assert (config.data.image_batches, config.data.image_captions) == (0.35, 'still')
   assert config.diffusion.image_shift == 1.0 and config.train.num_steps == 2000
+  assert config.mesh.cpu_devices == 2
   train.check_config(config)
-  assert quickstart.get_config(None).data.image_batches == 0  # the 10-minute recipe: clips only
+  assert quickstart.get_config('images=1').to_dict() == config.to_dict()
+  clips_only = quickstart.get_config('images=0')
+  assert clips_only.data.image_batches == 0 and clips_only.train.num_steps == 1000
+  # The ST-Transformer keeps its clip recipe unless asked; tests' tiny configs stay clips only
+  # on the devices they are given.
+  assert quickstart.get_config('st_transformer').data.image_batches == 0
+  assert quickstart.get_config('st_transformer,images=1').data.image_batches == 0.35
+  tiny = quickstart.get_config('unet3d,tiny')
+  assert tiny.data.image_batches == 0 and tiny.mesh.cpu_devices == 0
 
 
 def test_training_compiles_one_step_per_kind_of_batch_and_runs_both(config):

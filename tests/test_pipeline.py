@@ -4,6 +4,7 @@ import grain
 import numpy as np
 import pytest
 
+from vidiff import train
 from vidiff.data import pipeline, transforms
 from vidiff.errors import UserError
 from vidiff.models import text
@@ -99,3 +100,14 @@ def test_as_float_range():
 def test_grain_is_the_engine(tiny_config):
   ds = pipeline.clips(tiny_config.data, tiny_config.model.text, 'eval')
   assert isinstance(ds, grain.MapDataset)
+
+
+def test_synthetic_object_size_comes_from_the_config(tiny_config):
+  tiny_config.data.resolution = 32
+  for size in ((0.25, 0.25), (0.5, 0.5)):
+    tiny_config.data.synthetic.size = size
+    source = pipeline.make_source(tiny_config.data, 'train')
+    assert {source.scene(i).objects[0].size for i in range(4)} == {round(size[0] * 32)}
+  tiny_config.data.synthetic.size = (0.6, 0.7)
+  with pytest.raises(UserError, match=r'data.synthetic.size=\(0.6, 0.7\) must be'):
+    train.check_config(tiny_config)

@@ -1,5 +1,6 @@
 """Entry-point plumbing: flag parsing and user errors as one clear line, not a traceback."""
 
+import os
 import sys
 
 import jax
@@ -39,6 +40,23 @@ def config_from_flag(name: str = 'config'):
     raise UserError(f'--{name}: could not load the config file ({detail}). Pass an existing file '
                     f'such as --{name}=configs/quickstart.py[:arg].')
   return config
+
+
+def split_cpu(devices: int) -> bool:
+  """Splits this host's CPU into `devices` JAX devices (`jax_num_cpu_devices`), so that a mesh
+  runs parts of each batch at once on the cores (one XLA CPU device computes mostly on one
+  core). Left alone (False) when `devices` <= 0, when the user chose a count (XLA_FLAGS'
+  --xla_force_host_platform_device_count or JAX_NUM_CPU_DEVICES), or when JAX has already
+  started (a notebook, a test). Accelerator backends are not affected."""
+  chosen = ('xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')
+            or 'JAX_NUM_CPU_DEVICES' in os.environ)
+  if devices <= 0 or chosen:
+    return False
+  try:
+    jax.config.update('jax_num_cpu_devices', int(devices))
+  except RuntimeError:  # backends already initialised: keep their devices
+    return False
+  return True
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,

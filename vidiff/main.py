@@ -24,9 +24,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
+  config = cli.config_from_flag()
+  cli.split_cpu(config.mesh.get('cpu_devices', 0))
   cli.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                              FLAGS.distributed)
-  train.train_and_evaluate(cli.config_from_flag(), FLAGS.workdir)
+  train.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

@@ -55,7 +55,8 @@ def make_source(data_config, split: str):
     return camera_scene.CameraVideos(count, seed, spec)
   spec = synthetic.SyntheticConfig(resolution=data_config.resolution, length=length,
                                    max_objects=cfg.max_objects, motion=cfg.motion,
-                                   travel=tuple(cfg.travel))
+                                   travel=tuple(cfg.travel), min_size=cfg.size[0],
+                                   max_size=cfg.size[-1])
   return synthetic.SyntheticVideos(count, seed, spec)
 
 

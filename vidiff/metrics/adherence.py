@@ -12,15 +12,16 @@ Only the FIRST object of a caption is judged:
   at most (T - 1) // 4 frames (and at least one) after it, i.e. the initial motion; the
   caption's direction is the one at frame 0 of the source video, so judge clips that start
   there.
-- 'shape': the majority vote of `shape_of` over the present frames is the prompted shape
-  (ties go to the earlier of SHAPES).
+- 'shape': the majority vote of `shapes.shape_of` over the present frames is the prompted
+  shape (ties go to the earlier of SHAPES).
 - 'all': all three hold.
 
 Pixels within `min_contrast` of the background are background; the others take the colour of
 `COLORS` whose background-to-colour segment passes nearest in RGB, if they are at least half
 way along it (see `color_mask`). The tracker keeps, per frame, the connected components of a
 colour that are at least a quarter as large as its largest one, which ignores stray pixels of
-blurry or noisy samples. Shapes are told apart by template matching (`shape_of`).
+blurry or noisy samples. Shapes are told apart by matching the object's soft colour level
+(`color_level`) against the dataset's shapes rendered at several blurs (`metrics/shapes.py`).
 """
 
 import re
@@ -28,7 +29,8 @@ import re
 import numpy as np
 from scipy import ndimage
 
-from vidiff.data.synthetic import BACKGROUND, COLORS, DIRECTIONS, MOTION_WORDS, SHAPES, shape_mask
+from vidiff.data.synthetic import BACKGROUND, COLORS, DIRECTIONS, MOTION_WORDS, SHAPES
+from vidiff.metrics.shapes import shape_of
 
 _OBJECT = re.compile(rf'a ({"|".join(COLORS)}) ({"|".join(SHAPES)}) '
                      rf'({"|".join(MOTION_WORDS.values())}) ({"|".join(DIRECTIONS)})')
@@ -51,16 +53,14 @@ def parse_caption(caption: str) -> list[dict]:
   return [dict(zip(('color', 'shape', 'motion', 'direction'), m.groups())) for m in matches]
 
 
-def color_mask(video: np.ndarray, color: str, min_contrast: float = MIN_CONTRAST,
-               min_level: float = MIN_LEVEL) -> np.ndarray:
-  """Returns bool [T,H,W] (or [H,W] for one frame): pixels classified as `color`.
+def color_level(video: np.ndarray, color: str, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
+  """Returns float [T,H,W] (or [H,W] for one frame) in [0, 1]: how far each pixel classified as
+  `color` is along the segment from the background to it (0 for every other pixel).
 
   A pixel within `min_contrast` (RGB distance) of the background is background; any other pixel
   takes the palette colour c (of COLORS) whose segment from the background to c passes nearest
-  to it in RGB, and belongs to c's mask if its projection on that segment is at least
-  `min_level` of the way to c. Segments rather than points keep the hue of dimmed colours, as
-  on blurred edges (a dark yellow is yellow, not red); `min_level` = 0.5 puts the mask's edge
-  at the half-intensity contour of a blurred object, which preserves its shape.
+  to it in RGB. Segments rather than points keep the hue of dimmed colours, as on blurred edges
+  (a dark yellow is yellow, not red).
   """
   if color not in COLORS:
     raise ValueError(f'color must be one of {tuple(COLORS)}, got {color!r}.')
@@ -73,9 +73,17 @@ def color_mask(video: np.ndarray, color: str, min_contrast: float = MIN_CONTRAST
   along = np.clip(dots / lengths, 0, 1)  # position on each segment
   residual = norms - 2 * along * dots + along ** 2 * lengths  # squared distance to each segment
   k = list(COLORS).index(color)
-  nearest = np.argmin(residual, axis=-1) == k
-  bright = norms[..., 0] >= min_contrast ** 2
-  return nearest & bright & (along[..., k] >= min_level)
+  chosen = (np.argmin(residual, axis=-1) == k) & (norms[..., 0] >= min_contrast ** 2)
+  return np.where(chosen, along[..., k], 0.).astype(np.float32)
+
+
+def color_mask(video: np.ndarray, color: str, min_contrast: float = MIN_CONTRAST,
+               min_level: float = MIN_LEVEL) -> np.ndarray:
+  """Returns bool [T,H,W] (or [H,W] for one frame): pixels classified as `color` (`color_level`)
+  at least `min_level` of the way to it. `min_level` = 0.5 puts the mask's edge at the
+  half-intensity contour of a blurred object, which preserves its shape."""
+  level = color_level(video, color, min_contrast)
+  return (level >= min_level) & (level > 0)
 
 
 def track(video: np.ndarray, color: str) -> tuple[np.ndarray, np.ndarray]:
@@ -113,28 +121,12 @@ def _main_blobs(masks: np.ndarray) -> np.ndarray:
   return keep[labels]
 
 
-def shape_of(mask_frame: np.ndarray) -> str:
-  """Returns the shape ('circle' | 'square' | 'triangle') whose template, fitted to the bounding
-  box of the largest blob of bool [H,W] `mask_frame` (holes filled), overlaps it best (IoU)."""
-  labels, count = ndimage.label(mask_frame, np.ones((3, 3), bool))
-  if count == 0:
-    raise ValueError('shape_of needs a mask with at least one pixel.')
-  blob = labels == 1 + np.argmax(np.bincount(labels.ravel())[1:])
-  rows, cols = np.flatnonzero(blob.any(axis=1)), np.flatnonzero(blob.any(axis=0))
-  blob = ndimage.binary_fill_holes(blob[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
-  ious = [_iou(blob, shape_mask(s, *blob.shape)) for s in SHAPES]
-  return SHAPES[int(np.argmax(ious))]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-  return np.sum(a & b) / np.sum(a | b)
-
-
 def score(video: np.ndarray, caption: str) -> dict[str, float]:
   """Returns {'color', 'direction', 'shape', 'all'} in {0.0, 1.0} for the first object of
   `caption` in uint8 [T,H,W,3] `video` (see the module docstring)."""
   target = parse_caption(caption)[0]
-  masks = _main_blobs(color_mask(video, target['color']))
+  level = color_level(video, target['color'])
+  masks = _main_blobs((level >= MIN_LEVEL) & (level > 0))
   centroids, areas = _centroids_and_areas(masks)
   t, h, w = masks.shape
   present = np.flatnonzero(areas >= max(1.0, MIN_AREA_FRACTION * h * w))
@@ -149,7 +141,7 @@ def score(video: np.ndarray, caption: str) -> dict[str, float]:
     last = window[-1]
     direction = float(_moves_along(centroids[last] - centroids[first], target['direction'],
                                    MIN_DISPLACEMENT_FRACTION * max(h, w)))
-    votes = [shape_of(masks[i]) for i in present]
+    votes = [shape_of(level[i]) for i in present]
     shape = float(max(SHAPES, key=votes.count) == target['shape'])
   return {'color': color, 'direction': direction, 'shape': shape,
           'all': float(color and direction and shape)}
