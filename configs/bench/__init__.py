@@ -109,8 +109,9 @@ def train_config(bench: ml_collections.ConfigDict, variant: str, size: str,
                  frames: int | None = None, resolution: int | None = None,
                  batch_size: int | None = None) -> ml_collections.ConfigDict:
   """The quickstart training config (synthetic data) with `variant`'s model at `size`, the
-  bench's clip shape (or frames x resolution^2) and batch, on a one-device mesh."""
-  config = quickstart.get_config(f'{variants.backbone(variant)},quickstart')
+  bench's clip shape (or frames x resolution^2) and batch, on a one-device mesh. Both families
+  train on clips alone (`images=0`: the U-Net quickstart's image batches are its own recipe)."""
+  config = quickstart.get_config(f'{variants.backbone(variant)},quickstart,images=0')
   config.model = variants.model_config(variant, size)
   config.model.dtype = bench.dtype
   config.data.num_frames = frames or bench.frames

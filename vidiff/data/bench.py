@@ -225,8 +225,9 @@ def prepared_folder(folder: str, short_side: int, keyframe_every: int) -> str:
 
 
 def data_config(folder: str, clip: Clip, workers: int, threads: int):
-  """The quickstart's data config reading clips of `clip` from the video `folder`."""
-  data = quickstart.get_config().data
+  """The quickstart's data config reading clips of `clip` from the video `folder` (clips only:
+  its image batches are the synthetic grammar's)."""
+  data = quickstart.get_config('images=0').data
   data.update(source='folder', num_frames=clip.frames, resolution=clip.resolution,
               frame_stride=clip.stride, workers=workers, num_threads=threads)
   data.folder.path = folder
