@@ -30,7 +30,8 @@ import numpy as np
 from scipy import ndimage
 
 from vidiff.data.synthetic import BACKGROUND, COLORS, DIRECTIONS, MOTION_WORDS, SHAPES
-from vidiff.metrics.shapes import shape_of
+# MIN_LEVEL: the fraction of the way from the background to a colour, to count as that colour
+from vidiff.metrics.shapes import MIN_LEVEL, shape_of
 
 _OBJECT = re.compile(rf'a ({"|".join(COLORS)}) ({"|".join(SHAPES)}) '
                      rf'({"|".join(MOTION_WORDS.values())}) ({"|".join(DIRECTIONS)})')
@@ -38,7 +39,6 @@ GRAMMAR = (f"'a COLOR SHAPE MOTION DIRECTION' optionally followed by "
            f"' and a COLOR SHAPE MOTION DIRECTION', with COLOR in {tuple(COLORS)}, SHAPE in "
            f"{SHAPES}, MOTION in {tuple(MOTION_WORDS.values())}, DIRECTION in {tuple(DIRECTIONS)}")
 MIN_CONTRAST = 60.0  # RGB distance from the background below which a pixel is background
-MIN_LEVEL = 0.5  # fraction of the way from the background to a colour, to count as that colour
 MIN_AREA_FRACTION = 0.004  # of H*W, for a colour to count as present in a frame
 MIN_DISPLACEMENT_FRACTION = 0.05  # of the resolution, for 'direction'
 KEEP_COMPONENT_FRACTION = 0.25  # of the largest component, for `track`
@@ -82,7 +82,11 @@ def color_mask(video: np.ndarray, color: str, min_contrast: float = MIN_CONTRAST
   """Returns bool [T,H,W] (or [H,W] for one frame): pixels classified as `color` (`color_level`)
   at least `min_level` of the way to it. `min_level` = 0.5 puts the mask's edge at the
   half-intensity contour of a blurred object, which preserves its shape."""
-  level = color_level(video, color, min_contrast)
+  return _level_mask(color_level(video, color, min_contrast), min_level)
+
+
+def _level_mask(level: np.ndarray, min_level: float = MIN_LEVEL) -> np.ndarray:
+  """bool: the pixels of a `color_level` map classified as the colour and >= `min_level`."""
   return (level >= min_level) & (level > 0)
 
 
@@ -126,7 +130,7 @@ def score(video: np.ndarray, caption: str) -> dict[str, float]:
   `caption` in uint8 [T,H,W,3] `video` (see the module docstring)."""
   target = parse_caption(caption)[0]
   level = color_level(video, target['color'])
-  masks = _main_blobs((level >= MIN_LEVEL) & (level > 0))
+  masks = _main_blobs(_level_mask(level))
   centroids, areas = _centroids_and_areas(masks)
   t, h, w = masks.shape
   present = np.flatnonzero(areas >= max(1.0, MIN_AREA_FRACTION * h * w))

@@ -35,17 +35,14 @@ def largest_blob(mask: np.ndarray) -> np.ndarray | None:
   return labels == 1 + np.argmax(np.bincount(labels.ravel())[1:])
 
 
-def descriptor(level: np.ndarray) -> np.ndarray | None:
-  """float [CROP*CROP], unit norm and zero mean: the largest blob of float [H,W] `level` (>=
-  MIN_LEVEL) with PAD pixels of its soft surround, cropped and resized. None without a blob
-  or for a flat crop."""
-  blob = largest_blob(level >= MIN_LEVEL)
-  if blob is None:
-    return None
+def descriptor(level: np.ndarray, blob: np.ndarray) -> np.ndarray | None:
+  """float [CROP*CROP], unit norm and zero mean: `blob` (bool [H,W], a blob of float [H,W]
+  `level` >= MIN_LEVEL) with PAD pixels of its soft surround, cropped and resized. None for a
+  flat crop."""
   near = ndimage.binary_dilation(blob, _CONNECT, iterations=PAD)
   soft = np.pad(np.where(near, level, 0.), PAD)  # objects at the frame's edge keep their PAD
-  rows = np.flatnonzero(np.pad(blob, PAD).any(axis=1))
-  cols = np.flatnonzero(np.pad(blob, PAD).any(axis=0))
+  padded = np.pad(blob, PAD)
+  rows, cols = np.flatnonzero(padded.any(axis=1)), np.flatnonzero(padded.any(axis=0))
   crop = soft[rows[0] - PAD:rows[-1] + PAD + 1, cols[0] - PAD:cols[-1] + PAD + 1]
   resized = ndimage.zoom(crop, (CROP / crop.shape[0], CROP / crop.shape[1]), order=1,
                          grid_mode=True, mode='grid-constant').ravel()
@@ -73,8 +70,10 @@ def templates(side: int) -> tuple[np.ndarray, ...]:
   sides side - 1 .. side + 2 (blur shrinks the blob) at each sigma of BLURS."""
   out = []
   for shape in SHAPES:
-    found = (descriptor(rendered(shape, s, sigma)) for s in range(max(side - 1, 3), side + 3)
-             for sigma in BLURS)
+    images = (rendered(shape, s, sigma) for s in range(max(side - 1, 3), side + 3)
+              for sigma in BLURS)
+    blobs = ((image, largest_blob(image >= MIN_LEVEL)) for image in images)
+    found = (descriptor(image, blob) for image, blob in blobs if blob is not None)
     out.append(np.stack([d for d in found if d is not None]))
   return tuple(out)
 
@@ -86,7 +85,7 @@ def shape_of(level: np.ndarray) -> str:
   blob = largest_blob(level >= MIN_LEVEL)
   if blob is None:
     raise ValueError('shape_of needs a frame with at least one pixel at level >= 0.5.')
-  found = descriptor(level)
+  found = descriptor(level, blob)
   if found is None:  # a uniform crop (a blob filling the whole frame): no shape to tell
     return SHAPES[0]
   side = int(max(blob.any(axis=1).sum(), blob.any(axis=0).sum()))
