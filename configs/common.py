@@ -98,7 +98,8 @@ def st_transformer_config(size: str) -> ml_collections.ConfigDict:
       text=text_config(size),
       width=width, depth=depth, num_heads=heads, patch_size=patch, attention='factorized',
       mlp_ratio=4, temporal_window=None, temporal_causal=False, remat_policy='none',
-      attention_impl='auto'))  # or 'xla' / 'cudnn' (models/layers.attention_impl)
+      attention_impl='auto',  # or 'xla' / 'cudnn' (models/layers.attention_impl)
+      pixel_conv=0))  # > 0: overlapping patches (3x3 convs of that many channels on the pixels)
 
 
 def model_config(backbone: str, size: str) -> ml_collections.ConfigDict:

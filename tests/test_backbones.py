@@ -58,6 +58,26 @@ def test_fresh_st_transformer_predicts_zero():
   np.testing.assert_array_equal(model.apply(params, x, t, tokens), 0.)
 
 
+@pytest.mark.parametrize('shape', [(1, 1, 8, 8, 3), (2, 4, 16, 8, 3)])
+def test_overlapping_patches_start_at_zero_and_train_every_layer(shape):
+  """pixel_conv: 3x3 convs on the pixels around the patch embedding and unpatchify. The model
+  still starts at 0 (the output conv is zero), and its first gradient reaches the output conv
+  (the unpatchify under it is not zero, or neither layer could ever learn)."""
+  config = quickstart.get_config('st_transformer,tiny')
+  config.model.pixel_conv = 8
+  model = models.get_model(config.model)
+  x, t, tokens = _inputs(shape)
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(1), x, t, tokens))
+  np.testing.assert_array_equal(model.apply(params, x, t, tokens), 0.)
+  grads = jax.grad(lambda p: jnp.sum(model.apply(p, x, t, tokens) * x))(params)
+  backbone = grads['params']['backbone']
+  assert {'pixel_conv_in', 'unpatchify', 'pixel_conv_out'} <= set(backbone)
+  assert float(jnp.abs(backbone['pixel_conv_out']['kernel']).max()) > 0
+  config.model.pixel_conv = -1
+  with pytest.raises(UserError, match='model.pixel_conv=-1 must be >= 0'):
+    models.get_model(config.model).init(jax.random.PRNGKey(1), x, t, tokens)
+
+
 @pytest.mark.parametrize('frame_embedding', [False, True])
 def test_frame_embedding_tells_identical_frames_apart(frame_embedding):
   """Without it the ST-Transformer is shift-invariant in time: identical frames in, identical

@@ -106,7 +106,11 @@ class STTransformer(nn.Module):
 
   `patch_size` (t, h, w) tubelets are embedded to `width` channels, `depth` blocks of
   `attention` mode (MIXERS) follow, and an adaLN-modulated zero-initialised linear layer
-  unpatchifies. `remat_policy` recomputes each block's activations in the backward pass.
+  unpatchifies. `pixel_conv` > 0 overlaps the patches: a 3x3 conv to that many channels runs
+  on the frames before the patch embedding, and the unpatchify writes that many channels per
+  pixel to a zero-initialised 3x3 conv (U-ViT's output conv), so each pixel near a patch's
+  edge is drawn by the tokens on both sides of it. `remat_policy` recomputes each block's
+  activations in the backward pass.
   `attention_impl`: the attention kernel (layers.ATTENTION_IMPLS; 'auto' is cuDNN flash
   attention where it applies).
   """
@@ -122,10 +126,14 @@ class STTransformer(nn.Module):
   out_channels: int = 3
   dtype: layers.Dtype = jnp.float32
   attention_impl: str = 'auto'
+  pixel_conv: int = 0
 
   def setup_check(self):
     check(self.attention in MIXERS, f'model.attention={self.attention!r}; use one of {sorted(MIXERS)}.')
     layers.check_attention_impl(self.attention_impl)
+    check(self.pixel_conv >= 0,
+          f'model.pixel_conv={self.pixel_conv} must be >= 0 (channels of the overlapping-patch '
+          f'convs; 0: plain patches).')
     check(self.width % self.num_heads == 0 and self.width % 4 == 0,
           f'model.width={self.width} must be divisible by 4 and by model.num_heads={self.num_heads}.')
 
@@ -155,15 +163,29 @@ class STTransformer(nn.Module):
                              [:, :, None, None, :], 2, axis=-1)
     h = modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype,
                               name='norm_out')(h), shift, scale)
-    out = layers.dense(self.out_channels * math.prod(self.patch_size), ('embed', None),
-                       zero_init=True, dtype=self.dtype, name='unpatchify')(h)
-    return layers.depth_to_space(out, self.patch_size).astype(jnp.float32)
+    return unpatchify(self, h).astype(jnp.float32)
+
+
+def unpatchify(net: STTransformer, h):
+  """Tokens [B, T', H', W', width] -> [B, T, H, W, out_channels]: a zero-initialised linear
+  layer per token, or with `pixel_conv` one to that many channels a pixel, then a
+  zero-initialised 3x3 conv (the model still starts at 0)."""
+  channels = net.pixel_conv or net.out_channels
+  out = layers.dense(channels * math.prod(net.patch_size), ('embed', None),
+                     zero_init=not net.pixel_conv, dtype=net.dtype, name='unpatchify')(h)
+  out = layers.depth_to_space(out, net.patch_size)
+  if net.pixel_conv:
+    out = layers.conv(net.out_channels, (1, 3, 3), init='zeros', dtype=net.dtype,
+                      name='pixel_conv_out')(out)
+  return out
 
 
 def embed(net: STTransformer, x, cond):
   """Tubelet embedding + 2D positions, in the calling module's scope (the model, or a
   ControlNet's trainable copy): x [B,T,H,W,C], cond [B,T,Dc] -> (tokens [B,T',H',W',width],
   cond pooled per token frame [B,T',Dc])."""
+  if net.pixel_conv:
+    x = layers.conv(net.pixel_conv, (1, 3, 3), dtype=net.dtype, name='pixel_conv_in')(x)
   tokens = layers.space_to_depth(x, net.patch_size)
   h = layers.dense(net.width, (None, 'embed'), dtype=net.dtype, name='patch_embed')(tokens)
   h = layers.constrain(h + sincos_2d(*h.shape[2:4], net.width).astype(h.dtype), layers.VIDEO)
