@@ -141,7 +141,7 @@ def check_data_config(config) -> None:
   check(config.diffusion.get('image_shift', 0.) >= 0,
         f'diffusion.image_shift={config.diffusion.get("image_shift")} must be >= 0 (0: the same '
         f'as diffusion.shift).')
-  size = tuple(d.synthetic.get('size', (0.25, 0.35)))
+  size = tuple(d.synthetic.size)  # (saved configs get the field's default: common.from_saved)
   check(len(size) == 2 and 0 < size[0] <= size[1] <= 0.5,
         f'data.synthetic.size={size} must be (min, max) object sides as fractions of '
         f'data.resolution, with 0 < min <= max <= 0.5.')

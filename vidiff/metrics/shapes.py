@@ -84,7 +84,7 @@ def shape_of(level: np.ndarray) -> str:
   level = np.asarray(level, np.float32)
   blob = largest_blob(level >= MIN_LEVEL)
   if blob is None:
-    raise ValueError('shape_of needs a frame with at least one pixel at level >= 0.5.')
+    raise ValueError(f'shape_of needs a frame with at least one pixel at level >= {MIN_LEVEL}.')
   found = descriptor(level, blob)
   if found is None:  # a uniform crop (a blob filling the whole frame): no shape to tell
     return SHAPES[0]
