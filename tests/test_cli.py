@@ -143,7 +143,8 @@ def test_st_transformer_trains_through_main_on_a_time_space_mesh(tmp_path):
   assert result.returncode == 0, result.stderr[-5000:]
   assert 'st_transformer:' in result.stdout, result.stdout[:500]
   assert "'time': 2, 'space': 2" in result.stdout
-  assert re.search(r'step 4: fvd [\d.e+]+, frame_fid [\d.e+]+, temporal_fid [\d.e+]+, '
+  assert re.search(r'step 4: fvd [\d.e+]+, blank_fvd [\d.e+]+, frame_fid [\d.e+]+, '
+                   r'temporal_fid [\d.e+]+, '
                    r'warping_error [\d.e+-]+, flow_consistency', result.stdout), result.stdout
   samples = tmp_path / 'samples' / 'step_4'
   assert np.load(samples / 'samples.npz')['videos'].shape == (2, 4, 16, 16, 3)
@@ -153,7 +154,8 @@ def test_st_transformer_trains_through_main_on_a_time_space_mesh(tmp_path):
   scored = [r for r in rows if 'eval/fvd' in r]
   assert len(scored) == 1 and scored[0]['step'] == 4
   assert all(np.isfinite(scored[0][f'eval/{k}']) and scored[0][f'eval/{k}'] >= 0 for k in
-             ('fvd', 'frame_fid', 'temporal_fid', 'warping_error', 'flow_consistency'))
+             ('fvd', 'blank_fvd', 'frame_fid', 'temporal_fid', 'warping_error',
+              'flow_consistency'))
 
   result = run('vidiff.evaluate', f'--workdir={tmp_path}', '--num_videos=4', '--resolution=64',
                '--steps=2')

@@ -68,6 +68,12 @@ def test_scores_rank_coherent_motion_above_jitter():
   assert set(near) == set(video_metrics.NAMES)
   assert all(np.isfinite(v) and v >= 0 for v in near.values())
   assert near['fvd'] < 1e-3 and far['fvd'] > 1.  # the same set in another order, then jitter
+  # blank_fvd is the FVD that blank videos (each clip's mean colour) score as the generated set;
+  # jittering squares are nearer the real ones than that.
+  assert near['blank_fvd'] == far['blank_fvd'] > far['fvd']
+  blank = video_metrics.score(real, video_metrics.blank_videos(real), resolution=64)
+  assert blank['fvd'] == pytest.approx(near['blank_fvd'], rel=1e-6)
+  assert blank['warping_error'] == 0. and np.ptp(video_metrics.blank_videos(real)[0]) == 0
   assert near['temporal_fid'] < far['temporal_fid']
   assert near['flow_consistency'] < far['flow_consistency']
   assert near['real_warping_error'] == far['real_warping_error']
