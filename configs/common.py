@@ -99,7 +99,11 @@ def st_transformer_config(size: str) -> ml_collections.ConfigDict:
       width=width, depth=depth, num_heads=heads, patch_size=patch, attention='factorized',
       mlp_ratio=4, temporal_window=None, temporal_causal=False, remat_policy='none',
       attention_impl='auto',  # or 'xla' / 'cudnn' (models/layers.attention_impl)
-      pixel_conv=0))  # > 0: overlapping patches (3x3 convs of that many channels on the pixels)
+      pixel_conv=0,  # > 0: overlapping patches (3x3 convs of that many channels on the pixels)
+      # 2D rotary (row, column) positions in the spatial attention, beside the added sincos
+      # ones: the quickstart's eval loss 0.032 -> 0.024 at 2000 steps (README "The quickstart")
+      space_rope=True,
+      mlp_conv=False))  # a depthwise 3x3 conv over each frame's tokens inside every MLP
 
 
 def model_config(backbone: str, size: str) -> ml_collections.ConfigDict:

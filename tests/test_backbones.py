@@ -49,6 +49,48 @@ def test_st_transformer_output_shape_equals_input(attention, shape):
   assert float(jnp.abs(out).max()) > 0
 
 
+def test_rotary_logits_depend_only_on_offsets():
+  """1D, 2D (h, w) and 3D (t, h, w) rotary positions: q.k is unchanged when every position
+  moves by the same offset, and changes when one token moves alone."""
+  q, k = jax.random.normal(jax.random.PRNGKey(0), (2, 1, 12, 2, 16))
+  logits = lambda p: jnp.einsum('blnd,bsnd->bnls', layers.rotary(q, p), layers.rotary(k, p))
+  for axes in (1, 2, 3):
+    pos = jax.random.randint(jax.random.PRNGKey(axes), (12, axes), 0, 8)
+    ref = logits(pos)
+    np.testing.assert_allclose(logits(pos + jnp.arange(3, 3 + axes)), ref, atol=1e-4)
+    assert float(jnp.abs(logits(pos.at[0].add(1)) - ref).max()) > 1e-2
+  np.testing.assert_array_equal(logits(pos[:, 0]), logits(pos[:, :1]))
+
+
+@pytest.mark.parametrize('shape', [(1, 1, 8, 8, 3), (2, 4, 16, 8, 3)])
+def test_space_rope_and_mlp_conv_start_at_zero_and_train(shape):
+  """2D rotary positions in the spatial attention and a depthwise conv in each MLP: the fresh
+  model still outputs 0; once the adaLN gates open, the zero-initialised conv kernels get a
+  gradient; and trained, both options change the output."""
+  config = quickstart.get_config('st_transformer,tiny')
+  config.model.update(space_rope=True, mlp_conv=True)
+  model = models.get_model(config.model)
+  x, t, tokens = _inputs(shape)
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(1), x, t, tokens))
+  np.testing.assert_array_equal(model.apply(params, x, t, tokens), 0.)
+  params = _perturbed(params)
+  zero_conv = flax.core.unfreeze(params)
+  mlp = zero_conv['params']['backbone']['block_0']['mlp']
+  mlp['frame_conv'] = jnp.zeros_like(mlp['frame_conv'])
+  grads = jax.grad(lambda p: jnp.sum(model.apply(p, x, t, tokens) * x))(zero_conv)
+  assert float(jnp.abs(grads['params']['backbone']['block_0']['mlp']['frame_conv']).max()) > 0
+  out = model.apply(params, x, t, tokens)
+  for option in ('space_rope', 'mlp_conv'):
+    plain = models.get_model(_without(config.model, option))
+    assert float(jnp.abs(plain.apply(params, x, t, tokens) - out).max()) > 1e-3, option
+
+
+def _without(model_config, option):
+  config = model_config.copy_and_resolve_references()
+  config[option] = False
+  return config
+
+
 def test_fresh_st_transformer_predicts_zero():
   """adaLN-Zero: every block and the output layer start as zero, so the model outputs 0."""
   config = quickstart.get_config('st_transformer,tiny')
@@ -153,10 +195,14 @@ def test_time_sharded_attention_reshards_by_all_to_all():
   assert len(re.findall(r' all-to-all(?:-start)?\(', hlo)) >= 2 * config.model.depth
 
 
-@pytest.mark.parametrize('backbone', BACKBONES)
-def test_sharded_forward_equals_single_device(backbone):
-  """data=2 x time=2 x space=2: frames and rows split, attention re-shards between them."""
+@pytest.mark.parametrize('backbone,options', [
+    ('unet3d', {}), ('st_transformer', dict(space_rope=False, mlp_conv=False)),
+    ('st_transformer', dict(space_rope=True, mlp_conv=True))])
+def test_sharded_forward_equals_single_device(backbone, options):
+  """data=2 x time=2 x space=2: frames and rows split, attention re-shards between them (and
+  the MLP's depthwise conv reads rows across the `space` split)."""
   config = quickstart.get_config(f'{backbone},tiny')
+  config.model.update(options)
   config.data.update(num_frames=4, resolution=16)
   config.mesh.update(data=2, fsdp=1, time=2, space=2, tensor=1)
   sharded = train.make_setup(config)

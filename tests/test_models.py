@@ -1,5 +1,6 @@
 """Model shapes, frame-by-frame initialisation, and clear errors for shapes a model cannot take."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,6 +94,23 @@ def test_conv3d_matches_lax_conv():
     ref = jax.lax.conv_general_dilated(x, params['params']['kernel'].value, strides, 'SAME',
                                        dimension_numbers=('NTHWC', 'THWIO', 'NTHWC'))
     np.testing.assert_allclose(conv.apply(params, x), ref, atol=1e-5, err_msg=str(kernel))
+
+
+def test_depthwise_frame_conv_matches_grouped_lax_conv():
+  """The MLP's depthwise conv (nine shifted products) equals a grouped 3x3 conv per frame."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 8, 6, 5))
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 5))
+
+  class Conv(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return layers.depthwise_frame_conv(self, x)
+
+  out = Conv().apply({'params': {'frame_conv': kernel}}, x)
+  ref = jax.lax.conv_general_dilated(x.reshape(6, 8, 6, 5), kernel[:, :, None], (1, 1), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                     feature_group_count=5)
+  np.testing.assert_allclose(out, ref.reshape(x.shape), atol=1e-5)
 
 
 def test_causal_conv_ignores_the_future():

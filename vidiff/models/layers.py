@@ -251,10 +251,16 @@ def local_attention(q, k, v, window: int, causal: bool = False):
 
 
 def rotary(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.) -> jax.Array:
-  """Rotary position embedding. x: [B, L, N, D] (D even), positions: [L] -> same shape."""
-  half = x.shape[-1] // 2
-  freqs = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]
+  """Rotary position embedding. x: [B, L, N, D], positions: [L] or [L, A] -> x's shape.
+
+  With A axes (2D RoPE over (h, w), 3D over (t, h, w)) the D / 2 frequency pairs are split
+  between the axes (as evenly as they go), so attention logits depend on the offset along each.
+  """
+  positions = positions.astype(jnp.float32).reshape(positions.shape[0], -1)  # [L, A]
+  half, axes = x.shape[-1] // 2, positions.shape[1]
+  sizes = [half // axes + (a < half % axes) for a in range(axes)]
+  angles = jnp.concatenate([positions[:, a, None] * max_wavelength ** (
+      -jnp.arange(n, dtype=jnp.float32) / max(n, 1)) for a, n in enumerate(sizes)], axis=1)
   sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
@@ -263,10 +269,10 @@ def rotary(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.) 
 class MultiHeadAttention(nn.Module):
   """Self- or cross-attention over a token axis. x: [B, L, C], context: [B, S, Cc] -> [B, L, C].
 
-  `rotary_positions` ([L], self-attention only) rotates q and k; `local_window` and `causal`
-  restrict which keys a query sees (see `attention`); `zero_init_out` makes the layer start as
-  zero (its residual branch is then an identity); `implementation`: the attention kernel
-  (ATTENTION_IMPLS).
+  `rotary_positions` ([L] or [L, axes], self-attention only) rotates q and k; `local_window`
+  and `causal` restrict which keys a query sees (see `attention`); `zero_init_out` makes the
+  layer start as zero (its residual branch is then an identity); `implementation`: the
+  attention kernel (ATTENTION_IMPLS).
   """
   num_heads: int
   head_dim: int = 64
@@ -296,17 +302,36 @@ class MultiHeadAttention(nn.Module):
 
 
 class MLP(nn.Module):
-  """Transformer feed-forward. x: [..., C] -> [..., C]."""
+  """Transformer feed-forward. x: [..., C] -> [..., C].
+
+  `frame_conv`: a depthwise 3x3 conv over each frame between the two layers (Mix-FFN, as in
+  SegFormer / PVTv2), so neighbouring tokens see each other; x must then be [B, T, H, W, C].
+  """
   ratio: int = 4
   zero_init_out: bool = False
   dtype: Dtype = jnp.float32
+  frame_conv: bool = False
 
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
-    h = nn.gelu(dense(width * self.ratio, ('embed', 'mlp'), dtype=self.dtype, name='fc1')(x))
+    h = dense(width * self.ratio, ('embed', 'mlp'), dtype=self.dtype, name='fc1')(x)
+    if self.frame_conv:
+      h = h + depthwise_frame_conv(self, h)
+    h = nn.gelu(h)
     return dense(width, ('mlp', 'embed'), zero_init=self.zero_init_out, dtype=self.dtype,
                  name='fc2')(h)
+
+
+def depthwise_frame_conv(module: nn.Module, x):
+  """A depthwise 3x3 conv over each frame, in `module`'s scope (zero-initialised, so it
+  starts as nothing): x [B, T, H, W, C] -> x's shape."""
+  h, w = x.shape[2:4]
+  kernel = module.param('frame_conv', partitioned(nn.initializers.zeros_init(), (None, None, 'mlp')),
+                        (3, 3, x.shape[-1])).astype(x.dtype)
+  # Nine shifted products rather than a grouped conv, which XLA:CPU runs ~10x slower.
+  padded = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+  return sum(padded[:, :, i:i + h, j:j + w] * kernel[i, j] for i in range(3) for j in range(3))
 
 
 def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:

@@ -6,7 +6,8 @@ temporal attention each token's whole time series (PIXELS), and the re-shard bet
 is an all-to-all chosen by the partitioner, not a gather of the video.
 
 Positions work for any frame count and size: 2D sinusoidal (h, w) embeddings are added to
-the tokens, time enters as rotary positions in the attention over frames and (see
+the tokens (and with `space_rope` the spatial attention rotates queries and keys by (h, w)),
+time enters as rotary positions in the attention over frames and (see
 `Denoiser.frame_embedding`) as a per-frame term of the adaLN conditioning.
 """
 
@@ -40,6 +41,12 @@ def sincos_2d(height: int, width: int, dim: int):
                           jnp.broadcast_to(cols[None, :], (height, width, dim // 2))], axis=-1)
 
 
+def grid_positions(height: int, width: int):
+  """(row, column) of each token of a row-major [H, W] frame: [H * W, 2]."""
+  rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing='ij')
+  return jnp.stack([rows.ravel(), cols.ravel()], axis=1)
+
+
 class STBlock(nn.Module):
   """Self-attentions (`mixers`, in order) -> cross-attention -> MLP, adaLN-Zero on `cond`.
 
@@ -53,6 +60,8 @@ class STBlock(nn.Module):
   temporal_causal: bool = False
   dtype: layers.Dtype = jnp.float32
   attention_impl: str = 'auto'
+  space_rope: bool = False
+  mlp_conv: bool = False
 
   @nn.compact
   def __call__(self, x, cond, context, context_mask):
@@ -66,7 +75,7 @@ class STBlock(nn.Module):
       shift, scale, gate = mods[3 * i:3 * i + 3]
       h = modulate(norm(f'norm_{branch}')(x), shift, scale)
       if branch == 'mlp':
-        h = layers.MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
+        h = layers.MLP(self.mlp_ratio, dtype=self.dtype, frame_conv=self.mlp_conv, name='mlp')(h)
       else:
         h = self.mix(branch, h)
       x = layers.constrain(x + gate * h, layers.VIDEO)
@@ -86,18 +95,23 @@ class STBlock(nn.Module):
   def mix(self, mixer: str, x):
     """One self-attention over frames ('spatial'), frames ('temporal') or everything ('joint')."""
     shape = x.shape
+    b, t, hh, ww, d = shape
     if mixer == 'spatial':
+      rope = grid_positions(hh, ww) if self.space_rope else None
       return layers.split_time(self.attend('spatial', layers.merge_time(
-          layers.constrain(x, layers.FRAMES))), shape)
-    time_positions = jnp.arange(shape[1])
+          layers.constrain(x, layers.FRAMES)), rotary_positions=rope), shape)
+    time_positions = jnp.arange(t)
     if mixer == 'temporal':
       h = layers.merge_space(layers.constrain(x, layers.PIXELS))
       h = self.attend('temporal', h, rotary_positions=time_positions,
                       local_window=self.temporal_window, causal=self.temporal_causal)
       return layers.split_space(h, shape)
-    b, t, hh, ww, d = shape  # joint: one sequence of all T*H*W tokens, time-major
+    # joint: one sequence of all T*H*W tokens, time-major
     h = layers.constrain(x, ('act_batch', None, None, None, 'act_embed')).reshape(b, t * hh * ww, d)
-    h = self.attend('joint', h, rotary_positions=jnp.repeat(time_positions, hh * ww))
+    rope = jnp.repeat(time_positions, hh * ww)
+    if self.space_rope:
+      rope = jnp.concatenate([rope[:, None], jnp.tile(grid_positions(hh, ww), (t, 1))], axis=1)
+    h = self.attend('joint', h, rotary_positions=rope)
     return h.reshape(shape)
 
 
@@ -109,8 +123,10 @@ class STTransformer(nn.Module):
   unpatchifies. `pixel_conv` > 0 overlaps the patches: a 3x3 conv to that many channels runs
   on the frames before the patch embedding, and the unpatchify writes that many channels per
   pixel to a zero-initialised 3x3 conv (U-ViT's output conv), so each pixel near a patch's
-  edge is drawn by the tokens on both sides of it. `remat_policy` recomputes each block's
-  activations in the backward pass.
+  edge is drawn by the tokens on both sides of it. `space_rope` adds 2D rotary (row, column)
+  positions to the spatial attention (and (t, h, w) to joint attention); `mlp_conv` puts a
+  depthwise 3x3 conv over the tokens of each frame inside every MLP (layers.MLP).
+  `remat_policy` recomputes each block's activations in the backward pass.
   `attention_impl`: the attention kernel (layers.ATTENTION_IMPLS; 'auto' is cuDNN flash
   attention where it applies).
   """
@@ -127,6 +143,8 @@ class STTransformer(nn.Module):
   dtype: layers.Dtype = jnp.float32
   attention_impl: str = 'auto'
   pixel_conv: int = 0
+  space_rope: bool = False
+  mlp_conv: bool = False
 
   def setup_check(self):
     check(self.attention in MIXERS, f'model.attention={self.attention!r}; use one of {sorted(MIXERS)}.')
@@ -197,5 +215,5 @@ def block(net: STTransformer, i: int) -> nn.Module:
   mixers = MIXERS[net.attention]
   return remat(STBlock, net.remat_policy)(net.num_heads, mixers[i % len(mixers)], net.mlp_ratio,
                                           net.temporal_window, net.temporal_causal, net.dtype,
-                                          net.attention_impl,
+                                          net.attention_impl, net.space_rope, net.mlp_conv,
                                           name=f'block_{i}')
