@@ -329,7 +329,7 @@ def depthwise_frame_conv(module: nn.Module, x):
   h, w = x.shape[2:4]
   kernel = module.param('frame_conv', partitioned(nn.initializers.zeros_init(), (None, None, 'mlp')),
                         (3, 3, x.shape[-1])).astype(x.dtype)
-  # Nine shifted products rather than a grouped conv, which XLA:CPU runs ~10x slower.
+  # Nine shifted products: a grouped conv made the quickstart train step 2.5x slower on CPU.
   padded = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
   return sum(padded[:, :, i:i + h, j:j + w] * kernel[i, j] for i in range(3) for j in range(3))
 
