@@ -110,10 +110,13 @@ def test_quickstart_unet_is_the_joint_recipe_by_default():
   assert quickstart.get_config('images=1').to_dict() == config.to_dict()
   clips_only = quickstart.get_config('images=0')
   assert clips_only.data.image_batches == 0 and clips_only.train.num_steps == 1000
-  # The ST-Transformer keeps its clip recipe unless asked; tests' tiny configs stay clips only
-  # on the devices they are given.
-  assert quickstart.get_config('st_transformer').data.image_batches == 0
-  assert quickstart.get_config('st_transformer,images=1').data.image_batches == 0.35
+  # The ST-Transformer takes the same recipe for twice the steps; tests' tiny configs stay clips
+  # only on the devices they are given.
+  st = quickstart.get_config('st_transformer')
+  assert st.data.image_batches == 0.35 and st.train.num_steps == 4000
+  assert st.metrics.every == 4000
+  train.check_config(st)
+  assert quickstart.get_config('st_transformer,images=0').data.image_batches == 0
   tiny = quickstart.get_config('unet3d,tiny')
   assert tiny.data.image_batches == 0 and tiny.mesh.cpu_devices == 0
 
