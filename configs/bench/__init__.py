@@ -110,7 +110,7 @@ def train_config(bench: ml_collections.ConfigDict, variant: str, size: str,
                  batch_size: int | None = None) -> ml_collections.ConfigDict:
   """The quickstart training config (synthetic data) with `variant`'s model at `size`, the
   bench's clip shape (or frames x resolution^2) and batch, on a one-device mesh. Both families
-  train on clips alone (`images=0`: the U-Net quickstart's image batches are its own recipe)."""
+  train on clips alone (`images=0`: the quickstarts' image batches are their own recipe)."""
   config = quickstart.get_config(f'{variants.backbone(variant)},quickstart,images=0')
   config.model = variants.model_config(variant, size)
   config.model.dtype = bench.dtype
