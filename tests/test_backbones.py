@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import quickstart
+from configs import common, quickstart
 from vidiff import model_info, models, train
 from vidiff.errors import UserError
 from vidiff.models import layers, text, unet3d
@@ -83,6 +83,15 @@ def test_space_rope_and_mlp_conv_start_at_zero_and_train(shape):
   for option in ('space_rope', 'mlp_conv'):
     plain = models.get_model(_without(config.model, option))
     assert float(jnp.abs(plain.apply(params, x, t, tokens) - out).max()) > 1e-3, option
+
+
+def test_checkpoints_saved_before_space_rope_rebuild_without_it():
+  """A saved model config that predates `space_rope` builds the model it trained (no rotary
+  positions); new configs turn them on."""
+  saved = quickstart.get_config('st_transformer').to_dict()
+  del saved['model']['space_rope'], saved['model']['mlp_conv']
+  assert not models.backbone(common.from_saved(saved).model).space_rope
+  assert models.backbone(quickstart.get_config('st_transformer').model).space_rope
 
 
 def _without(model_config, option):

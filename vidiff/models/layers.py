@@ -260,7 +260,7 @@ def rotary(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.) 
   half, axes = x.shape[-1] // 2, positions.shape[1]
   sizes = [half // axes + (a < half % axes) for a in range(axes)]
   angles = jnp.concatenate([positions[:, a, None] * max_wavelength ** (
-      -jnp.arange(n, dtype=jnp.float32) / max(n, 1)) for a, n in enumerate(sizes)], axis=1)
+      -jnp.arange(n, dtype=jnp.float32) / n) for a, n in enumerate(sizes)], axis=1)
   sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)

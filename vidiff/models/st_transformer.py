@@ -143,6 +143,8 @@ class STTransformer(nn.Module):
   dtype: layers.Dtype = jnp.float32
   attention_impl: str = 'auto'
   pixel_conv: int = 0
+  # Off here, on in configs/common.py: a checkpoint saved before the field existed (its model
+  # config lacks it, and `common.from_saved` keeps the model section as saved) rebuilds as trained.
   space_rope: bool = False
   mlp_conv: bool = False
 
