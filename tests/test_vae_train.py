@@ -66,6 +66,17 @@ def test_vae_eval_scores_synthetic_and_real_clips(trained):
   assert '| causal_vae |' in table and 'realshort.mp4' in table and 'PSNR dB' in table
 
 
+def test_vae_eval_scores_other_generated_data(trained):
+  """--sources: a VAE trained on the shapes is scored on camera clips of the same size too,
+  and a source that cannot be generated gets one clear error."""
+  workdir, _, _ = trained
+  rows = vae_eval.score_workdir(str(workdir), '', 2, 'dis', ('camera', 'synthetic'))
+  assert [r['data'] for r in rows] == ['synthetic (held out)', 'camera (held out)']
+  assert rows[0]['psnr'] != rows[1]['psnr'] and rows[1]['clips'] == 2
+  with pytest.raises(UserError, match='--videos=DIR'):
+    vae_eval.score_workdir(str(workdir), '', 2, 'dis', ('folder',))
+
+
 def test_image_variant_is_the_per_frame_vae():
   image, video = (vae_task.get_model(vae_quickstart.get_config(a).model)
                   for a in ('image', 'video'))

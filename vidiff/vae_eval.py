@@ -4,8 +4,8 @@ r"""Scores trained VAEs, and measures the memory of decoding long videos.
   python -m vidiff.vae_eval --memory [--workdir=DIR] [--frames=17,65,257] [--chunk=1]
 
 The first form reconstructs (posterior mean, EMA params of the latest checkpoint) held-out
-clips of the training data (`data.source`: synthetic shapes, camera, a folder, ...) and the
-real videos of --videos (each centre-cropped to a square, resized to the training resolution
+clips of the training data (`data.source`: synthetic shapes, camera, a folder, ...), those of
+the generated data sets of --sources (`--sources=synthetic,camera`) and the real videos of --videos (each centre-cropped to a square, resized to the training resolution
 and cut into clips of the training length, 1 + 4k frames) and prints a
 table per workdir and data: PSNR (dB, mean over clips), SSIM, the warping error of the
 reconstructions by their own flow and by the original's flow, and of the originals
@@ -46,6 +46,9 @@ def define_flags() -> None:
   flags.DEFINE_string('videos', '../shared/data/real_videos',
                       'Folder of real videos to reconstruct too ("" to skip).')
   flags.DEFINE_integer('num_videos', 32, 'Held-out clips of the training data to reconstruct.')
+  flags.DEFINE_list('sources', [], 'Generated data sets (synthetic, camera) whose held-out clips '
+                    'are scored too, at the training clip size (e.g. a VAE trained on camera '
+                    'clips scored on the shapes).')
   flags.DEFINE_enum('flow', 'dis', ['dis', 'farneback'], 'OpenCV optical flow for warping error.')
   flags.DEFINE_bool('memory', False, 'Print the decode memory table instead of scoring.')
   flags.DEFINE_list('frames', ['17', '65', '257'], 'With --memory: video lengths (1 + 4k).')
@@ -86,14 +89,24 @@ def score(model, params, videos: np.ndarray, flow_method: str = 'dis') -> dict[s
           'flicker': flicker(videos, recon)}
 
 
-def score_workdir(workdir: str, videos: str, num_videos: int, flow_method: str) -> list[dict]:
-  """One row per data set ('synthetic held-out', each real video) for the VAE of `workdir`."""
+def score_workdir(workdir: str, videos: str, num_videos: int, flow_method: str,
+                  sources: tuple[str, ...] = ()) -> list[dict]:
+  """One row per data set (the training data's held-out clips, those of each of `sources`,
+  each real video of `videos`) for the VAE of `workdir`."""
   setup, state = inference.restore_setup(workdir, tasks=('vae',))
   cfg = setup.config
   check(cfg.get('task', 'diffusion') == 'vae',
         f'{workdir} holds a {cfg.get("task", "diffusion")} model; vidiff.vae_eval scores VAEs '
         f'(train one with --config=configs/vae_quickstart.py).')
-  data = {f'{cfg.data.source} (held out)': pipeline.held_out_clips(cfg.data, num_videos)[0]}
+  generated = ('synthetic', 'camera')
+  check(set(sources) <= set(generated),
+        f'--sources={",".join(sources)}: held-out clips can be generated for {generated} only; '
+        'score real footage with --videos=DIR.')
+  data = {}
+  for source in dict.fromkeys((cfg.data.source, *sources)):
+    data_config = cfg.data.copy_and_resolve_references()
+    data_config.source = source
+    data[f'{source} (held out)'] = pipeline.held_out_clips(data_config, num_videos)[0]
   if videos:
     data.update(real_clips(videos, cfg.data.num_frames, cfg.data.resolution))
   head = {'model': cfg.model.name, 'workdir': str(workdir), 'step': int(state.step),
@@ -179,7 +192,8 @@ def main(argv):
   check(bool(FLAGS.workdir), 'pass --workdir=DIR (a VAE training run; several comma-separated), '
                              'or --memory.')
   for workdir in FLAGS.workdir:
-    rows = score_workdir(workdir, FLAGS.videos, FLAGS.num_videos, FLAGS.flow)
+    rows = score_workdir(workdir, FLAGS.videos, FLAGS.num_videos, FLAGS.flow,
+                         tuple(FLAGS.sources))
     print(score_table(rows) + '\n', flush=True)
     if jax.process_index() == 0:
       out = epath.Path(workdir) / 'eval' / 'vae_metrics.json'
