@@ -1,5 +1,6 @@
 """Tests for the procedurally generated text-to-video dataset."""
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from vidiff.data.synthetic import (
     COLORS, DIRECTIONS, SHAPES, Scene, SceneObject, SyntheticConfig, SyntheticVideos, caption_of,
-    corners, example_prompts, render, shape_mask)
+    corners, example_prompts, render, scaled, shape_mask)
 from vidiff.metrics.adherence import parse_caption
 
 
@@ -153,6 +154,33 @@ def test_flow_is_the_objects_displacement():
                                                                         (on.sum(), 2)))
 
 
+@pytest.mark.parametrize('motion', ['constant', 'bounce'])
+def test_supersampled_rendering_is_the_block_mean_and_moves_smoothly(motion):
+  """supersample=k draws the same scene (same captions) as the k x finer rendering averaged over
+  k x k blocks: a slow object's mass centre then moves every frame, where at k = 1 it jumps a
+  whole pixel on some frames and stands still on others."""
+  config = SyntheticConfig(resolution=16, length=12, motion=motion, travel=(0.3, 0.4))
+  coarse, smooth = (SyntheticVideos(6, 5, dataclasses.replace(config, supersample=k))
+                    for k in (1, 4))
+  frames = np.arange(12)
+  for i in range(6):
+    assert coarse.caption(i) == smooth.caption(i)
+    out = smooth.read(i, frames)
+    assert out['video'].shape == (12, 16, 16, 3) and out['video'].dtype == np.uint8
+    assert out['flow'].shape == (11, 16, 16, 2) and out['depth'].shape == (12, 16, 16)
+    block_mean = render(scaled(smooth.scene(i), 4), frames)['video'].reshape(
+        12, 16, 4, 16, 4, 3).mean((2, 4))
+    np.testing.assert_allclose(out['video'], block_mean, atol=0.5)
+    if motion == 'constant':  # flow in (coarse) pixels a frame: the velocity, on average
+      on = np.broadcast_to((out['depth'][:-1] < 1)[..., None], out['flow'].shape)
+      inside = out['flow'][on].reshape(-1, 2)
+      np.testing.assert_allclose(inside.mean(0), smooth.scene(i).objects[0].velocity, atol=0.2)
+  moving = lambda ds: np.mean([np.abs(np.diff(ds.read(i, frames)['video'].astype(float),
+                                              axis=0)).mean((1, 2, 3)) > 0
+                               for i in range(6)])
+  assert moving(smooth) >= 0.95 and moving(coarse) < moving(smooth)
+
+
 def _overlapping_scene(near_color: str, far_color: str) -> Scene:
   near = SceneObject(near_color, 'square', 10, 0.3, (15.5, 15.5), (1.0, 0.0), 'right')
   far = SceneObject(far_color, 'circle', 12, 0.7, (16.5, 16.5), (0.0, -1.0), 'up')
@@ -235,6 +263,7 @@ def test_example_prompts():
     ('resolution', 8), ('resolution', 32.0), ('length', 1), ('max_objects', 3),
     ('motion', 'zigzag'), ('min_size', 0.0), ('max_size', 0.6), ('min_size', 0.4),
     ('travel', (0.5,)), ('travel', (0.8, 0.5)), ('travel', (0.0, 0.5)), ('travel', (0.5, 1.5)),
+    ('supersample', 0), ('supersample', 2.0),
 ])
 def test_bad_config_raises(field, value):
   with pytest.raises(ValueError, match=field):

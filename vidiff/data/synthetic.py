@@ -71,6 +71,7 @@ class SyntheticConfig:
   max_size: float = 0.35
   travel: tuple[float, float] = CONSTANT_TRAVEL  # range of the free space a constant motion
   # crosses over the video: the smaller, the less an object's position says where it goes
+  supersample: int = 1  # k > 1: rendered at k x the resolution and area-averaged (see `render`)
 
   def __post_init__(self):
     if not _is_int(self.resolution) or self.resolution < 16:
@@ -89,6 +90,9 @@ class SyntheticConfig:
     if len(self.travel) != 2 or not 0 < self.travel[0] <= self.travel[1] <= 1:
       raise ValueError(f'SyntheticConfig.travel must be (low, high) with 0 < low <= high <= 1, '
                        f'got {self.travel!r}.')
+    if not _is_int(self.supersample) or self.supersample < 1:
+      raise ValueError(f'SyntheticConfig.supersample must be an integer >= 1, '
+                       f'got {self.supersample!r}.')
     if round(self.min_size * self.resolution) < MIN_OBJECT_PIXELS:
       raise ValueError(f'SyntheticConfig.min_size * resolution must be at least '
                        f'{MIN_OBJECT_PIXELS} pixels, got {self.min_size} * {self.resolution}; '
@@ -119,6 +123,7 @@ class Scene:
   resolution: int
   length: int
   motion: str  # 'constant' | 'bounce'
+  supersample: int = 1
 
 
 def shape_mask(shape: str, height: int, width: int | None = None) -> np.ndarray:
@@ -147,7 +152,7 @@ def sample_scene(rng: np.random.Generator, config: SyntheticConfig) -> Scene:
   depths = _sample_depths(rng, num_objects)
   objects = tuple(
       _sample_object(rng, config, list(COLORS)[c], d) for c, d in zip(colors, depths))
-  return Scene(objects, config.resolution, config.length, config.motion)
+  return Scene(objects, config.resolution, config.length, config.motion, config.supersample)
 
 
 def _sample_depths(rng: np.random.Generator, num_objects: int) -> np.ndarray:
@@ -221,7 +226,21 @@ def render(scene: Scene, frame_indices) -> dict[str, np.ndarray]:
   Returns {'video': uint8 [N,H,W,3], 'flow': float32 [N-1,H,W,2] forward (dx, dy) from requested
   frame i to i+1 (the visible object's displacement; 0 on background), 'depth': float32 [N,H,W]
   (the visible object's depth; 1.0 on background)}.
+
+  With `scene.supersample` = k > 1 the same scene is rendered at k x the resolution and each
+  k x k block averaged, as a camera's pixels integrate light: edges are anti-aliased and an
+  object moves in steps of 1/k pixel, where at k = 1 a slow one jumps a whole pixel on some
+  frames and stands still on others. Flow is then the block mean of the fine flow / k (exact
+  inside objects, blended at their edges) and depth the block's nearest.
   """
+  k = scene.supersample
+  if k > 1:
+    fine = render(scaled(scene, k), frame_indices)
+    blocks = lambda a: a.reshape(a.shape[0], scene.resolution, k, scene.resolution, k,
+                                 *a.shape[3:])
+    return {'video': np.round(blocks(fine['video'].astype(np.float32)).mean((2, 4))).astype(np.uint8),
+            'flow': blocks(fine['flow']).mean((2, 4)) / k,
+            'depth': blocks(fine['depth']).min((2, 4))}
   frames = np.asarray(frame_indices)
   n = len(frames)
   label = _label_map(scene, frames)  # 0 = background, k = scene.objects[k - 1]
@@ -231,6 +250,15 @@ def render(scene: Scene, frame_indices) -> dict[str, np.ndarray]:
   motion = np.concatenate([np.zeros((1, n - 1, 2), np.float32), steps]).transpose(1, 0, 2)
   flow = motion[np.arange(n - 1)[:, None, None], label[:-1]]
   return {'video': palette[label], 'flow': flow, 'depth': depths[label]}
+
+
+def scaled(scene: Scene, k: int) -> Scene:
+  """`scene` drawn k x larger (rendered with supersample 1): every position, size and velocity
+  times k, so the fine rendering's k x k blocks show the original scene."""
+  objects = tuple(dataclasses.replace(
+      o, size=o.size * k, start=tuple((c + 0.5) * k - 0.5 for c in o.start),
+      velocity=tuple(v * k for v in o.velocity)) for o in scene.objects)
+  return Scene(objects, scene.resolution * k, scene.length, scene.motion, 1)
 
 
 def _label_map(scene: Scene, frames: np.ndarray) -> np.ndarray:
