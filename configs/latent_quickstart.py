@@ -5,7 +5,7 @@ r"""Latent video diffusion: the quickstart denoiser on the latents of a trained 
       --config.latent.vae_workdir=/tmp/vae_video --workdir=/tmp/vidiff_latent
 
 `config.task = 'latent'`: clips of 17 frames at 32x32 are encoded on the fly by the frozen VAE
-(4x in time and space: latents of 5 x 8 x 8 x 4) and the denoiser learns those; sampling draws
+(4x in time and space: latents of 5 x 8 x 8 x 12) and the denoiser learns those; sampling draws
 latents and decodes them chunk by chunk, so `vidiff.sample` (long videos included: chunks and
 overlaps count latent frames), `vidiff.evaluate` and the end-of-run samples work unchanged.
 Arguments: the backbone and size as in configs/quickstart.py (`:st_transformer`, `:unet3d,tiny`
@@ -32,4 +32,5 @@ def get_config(arg: str | None = None):
   # Latents are 4x smaller in space: no patching on top of that.
   config.model.patch_size = (1, 1, 1)
   config.data.update(num_frames=5 if tiny else 17, frame_stride=1)
+  config.data.synthetic.supersample = 4  # the shapes as configs/vae_quickstart.py renders them
   return config
