@@ -5,16 +5,16 @@ r"""Scores trained VAEs, and measures the memory of decoding long videos.
 
 The first form reconstructs (posterior mean, EMA params of the latest checkpoint) held-out
 clips of the training data (`data.source`: synthetic shapes, camera, a folder, ...), those of
-the generated data sets of --sources (`--sources=synthetic,camera`) and the real videos of --videos (each centre-cropped to a square, resized to the training resolution
-and cut into clips of the training length, 1 + 4k frames) and prints a
-table per workdir and data: PSNR (dB, mean over clips), SSIM, the warping error of the
-reconstructions by their own flow and by the original's flow, and of the originals
-(`metrics.flow.warping_error`: MSE of each frame against the next warped back by optical flow,
-intensities in [0, 1]; by its own flow a reconstruction that blurs or freezes what moves looks
-coherent, by the original's flow (Lai et al. 2018's definition) it does not) and flicker:
-mean |(r_t+1 - r_t) - (x_t+1 - x_t)| over pixels, in [0, 1] intensities (temporal change in the
-reconstruction r that is not in the original x, or change of x that r leaves out). Writes
-DIR/eval/vae_metrics.json.
+the generated data sets of --sources (`--sources=synthetic,camera`) and the real videos of
+--videos (each centre-cropped to a square, resized to the training resolution and cut into
+clips of the training length, 1 + 4k frames) and prints a table per workdir and data: PSNR
+(dB, mean over clips), SSIM, the warping error of the reconstructions by their own flow and
+by the original's flow, and of the originals (`metrics.flow.warping_error`: MSE of each frame
+against the next warped back by optical flow, intensities in [0, 1]; by its own flow a
+reconstruction that blurs or freezes what moves looks coherent, by the original's flow (Lai et
+al. 2018's definition) it does not) and flicker: mean |(r_t+1 - r_t) - (x_t+1 - x_t)| over
+pixels, in [0, 1] intensities (temporal change in the reconstruction r that is not in the
+original x, or change of x that r leaves out). Writes DIR/eval/vae_metrics.json.
 
 `--memory` compiles (runs nothing) the decode of the latents of 1 + 4k frames with
 `vae.decode_chunked` (--chunk latent frames at a time) and with the full decode, and prints each
@@ -93,15 +93,14 @@ def score_workdir(workdir: str, videos: str, num_videos: int, flow_method: str,
                   sources: tuple[str, ...] = ()) -> list[dict]:
   """One row per data set (the training data's held-out clips, those of each of `sources`,
   each real video of `videos`) for the VAE of `workdir`."""
+  check(set(sources) <= set(pipeline.GENERATED),
+        f'--sources={",".join(sources)}: held-out clips can be generated for '
+        f'{pipeline.GENERATED} only; score real footage with --videos=DIR.')
   setup, state = inference.restore_setup(workdir, tasks=('vae',))
   cfg = setup.config
   check(cfg.get('task', 'diffusion') == 'vae',
         f'{workdir} holds a {cfg.get("task", "diffusion")} model; vidiff.vae_eval scores VAEs '
         f'(train one with --config=configs/vae_quickstart.py).')
-  generated = ('synthetic', 'camera')
-  check(set(sources) <= set(generated),
-        f'--sources={",".join(sources)}: held-out clips can be generated for {generated} only; '
-        'score real footage with --videos=DIR.')
   data = {}
   for source in dict.fromkeys((cfg.data.source, *sources)):
     data_config = cfg.data.copy_and_resolve_references()

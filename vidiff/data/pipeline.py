@@ -17,7 +17,8 @@ from vidiff.data import camera_scene, synthetic, video_folder
 from vidiff.data.transforms import ClipSampler, clip_span
 from vidiff.errors import check
 
-SOURCES = ('synthetic', 'camera', 'folder', 'tfds')
+GENERATED = ('synthetic', 'camera')  # rendered on demand from (seed, index): no files
+SOURCES = GENERATED + ('folder', 'tfds')
 
 EVAL_SEED_OFFSET = 1_000_003
 IMAGE_STREAM = 7  # seeds the per-batch draw of image batches apart from the bucket draw

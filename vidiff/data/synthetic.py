@@ -20,9 +20,11 @@ The two objects of a caption always have different colours.
 
 Geometry: an object is a `size` x `size` pixel sprite (the shape inscribed in its bounding
 box). Its bounding-box centre moves analytically with the frame index; when rendering, the
-sprite's top-left corner is rounded to a whole pixel. Hence every flow vector is an integer
-displacement and is exactly consistent with the frames: for a pixel (x, y) showing object o at
-requested frame i, frame i+1 shows o at (x + dx, y + dy) unless a nearer object covers it there.
+sprite's top-left corner is rounded to a whole pixel (to 1/k pixel with `supersample=k`, which
+renders k x larger and averages k x k blocks: then flow is exact inside objects only). Hence, at
+k = 1, every flow vector is an integer displacement and is exactly consistent with the frames:
+for a pixel (x, y) showing object o at requested frame i, frame i+1 shows o at (x + dx, y + dy)
+unless a nearer object covers it there.
 Positions are (x, y) = (column, row) in pixel-index coordinates (pixel [r, c] sits at x=c, y=r).
 """
 
@@ -238,7 +240,8 @@ def render(scene: Scene, frame_indices) -> dict[str, np.ndarray]:
     fine = render(scaled(scene, k), frame_indices)
     blocks = lambda a: a.reshape(a.shape[0], scene.resolution, k, scene.resolution, k,
                                  *a.shape[3:])
-    return {'video': np.round(blocks(fine['video'].astype(np.float32)).mean((2, 4))).astype(np.uint8),
+    video = np.round(blocks(fine['video'].astype(np.float32)).mean((2, 4))).astype(np.uint8)
+    return {'video': video,
             'flow': blocks(fine['flow']).mean((2, 4)) / k,
             'depth': blocks(fine['depth']).min((2, 4))}
   frames = np.asarray(frame_indices)
