@@ -33,4 +33,10 @@ def get_config(arg: str | None = None):
   config.model.patch_size = (1, 1, 1)
   config.data.update(num_frames=5 if tiny else 17, frame_stride=1)
   config.data.synthetic.supersample = 4  # the shapes as configs/vae_quickstart.py renders them
+  if not tiny:
+    # 0.16 s/step on 2 CPU cores: 4000 steps, with the video metrics of 32 samples (one per
+    # held-out clip) every 500 steps, in 20 min. Its eval log: FVD 323.5 -> 283.1, warping
+    # error 11.9e-5 -> 4.7e-5, eval loss 0.0414 -> 0.0334 (README "Latent diffusion").
+    config.train.update(num_steps=4000, eval_every=1000, checkpoint_every=1000)
+    config.metrics.update(every=500, num_videos=32)
   return config
