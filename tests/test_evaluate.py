@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from vidiff import evaluate, video_io
+from vidiff import evaluate, train, video_io
 from vidiff.data import pipeline
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError
@@ -111,3 +111,19 @@ def test_temporal_loss_adds_the_flow_change_of_the_predicted_frames():
   added = loss(jitter, 1.) - loss(jitter, 0.)
   assert added > 1e-3
   np.testing.assert_allclose(loss(jitter, 2.) - loss(jitter, 0.), 2 * added, rtol=1e-4)
+
+
+def test_temporal_loss_leaves_out_single_frames_and_rejects_short_clips():
+  """Image batches (1 frame) train beside clips with the temporal loss on: the term is left out
+  of their loss, not an error; a config whose clips are too short for it fails up front."""
+  schedule = schedules.Schedule('cosine')
+  noise = objectives.draw_noise(jax.random.PRNGKey(0), (2, 1, 32, 32, 3))
+  frames = jnp.asarray(moving_squares(2, 1) / 127.5 - 1, jnp.float32)
+  loss = lambda w: objectives.diffusion_loss(lambda x, t, tok: x, frames, None, noise, schedule,
+                                             'x0', temporal_weight=w)[0]
+  assert loss(1.) == loss(0.)
+  config = quickstart.get_config('unet3d,tiny')
+  config.diffusion.temporal_weight = 0.5
+  config.data.num_frames = 2
+  with pytest.raises(UserError, match='temporal_weight=0.5 needs clips of at least 3 frames'):
+    train.check_config(config)

@@ -124,8 +124,10 @@ def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   weights each example by `min_snr_weight` (None weighs all equally). `temporal_weight` > 0 adds
   lambda * ||Flow(x0_hat_t) - Flow(x0_hat_{t-1})||^2 on the predicted clean frames
   (`jax_flow.temporal_coherence_loss`: the mean squared change between consecutive optical-flow
-  fields, 0 for a static video). `self_step_gap` > 0: clips with noise['self'] take
-  `own_step_input(..., self_step_gap, clip_x0)` as x_t, the target the noise it holds.
+  fields, 0 for a static video; left out for x0 of fewer than 3 frames, such as the single
+  frames of image batches, which have no flow to change). `self_step_gap` > 0: clips with
+  noise['self'] take `own_step_input(..., self_step_gap, clip_x0)` as x_t, the target the noise
+  it holds.
   Returns (loss scalar, per-example loss [B]).
   """
   t, eps = noise['t'], noise['eps'].astype(x0.dtype)
@@ -148,7 +150,7 @@ def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   if min_snr_gamma:
     per_example = per_example * min_snr_weight(*schedule.alpha_sigma(t), prediction,
                                                min_snr_gamma)
-  if temporal_weight:
+  if temporal_weight and x0.shape[1] >= 3:
     x0_hat = x0_eps(pred.astype(jnp.float32), x_t, alpha, sigma, prediction)[0]
     x0_hat = jnp.where(expand(clean, x0), x0, jnp.clip(x0_hat, -1., 1.))
     per_example = per_example + temporal_weight * jax_flow.temporal_coherence_loss(x0_hat)
