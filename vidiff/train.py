@@ -30,7 +30,7 @@ from vidiff import (checkpointing, evaluate, generate, metric_writer, optimizer,
 from vidiff.data import pipeline, prefetch
 from vidiff.diffusion import objectives, schedules
 from vidiff.errors import UserError, check
-from vidiff.metrics import flow, i3d, video_metrics
+from vidiff.metrics import flow, i3d, jax_flow, video_metrics
 from vidiff.models import remat
 from vidiff.train_state import TrainState
 
@@ -85,10 +85,11 @@ def check_config(config) -> None:
         f'gap in (0, 1].')
   check(config.data.num_frames >= 1 and config.data.frame_stride >= 1,
         'data.num_frames and data.frame_stride must be >= 1.')
-  check(not config.diffusion.get('temporal_weight', 0.) or config.data.num_frames >= 3,
+  check(not config.diffusion.get('temporal_weight', 0.) or
+        config.data.num_frames >= jax_flow.LOSS_MIN_FRAMES,
         f'diffusion.temporal_weight={config.diffusion.temporal_weight} needs clips of at least '
-        f'3 frames (two flows to compare); data.num_frames is {config.data.num_frames}: raise '
-        f'it or set --config.diffusion.temporal_weight=0.')
+        f'{jax_flow.LOSS_MIN_FRAMES} frames (two flows to compare); data.num_frames is '
+        f'{config.data.num_frames}: raise it or set --config.diffusion.temporal_weight=0.')
   check(config.train.batch_size >= 1, f'train.batch_size={config.train.batch_size} must be >= 1.')
   for key in ('log_every', 'eval_every', 'checkpoint_every', 'grad_accum_steps',
               'max_nonfinite_steps'):

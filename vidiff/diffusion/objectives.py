@@ -150,7 +150,7 @@ def diffusion_loss(apply_fn, x0, tokens, noise: dict, schedule: Schedule, predic
   if min_snr_gamma:
     per_example = per_example * min_snr_weight(*schedule.alpha_sigma(t), prediction,
                                                min_snr_gamma)
-  if temporal_weight and x0.shape[1] >= 3:
+  if temporal_weight and x0.shape[1] >= jax_flow.LOSS_MIN_FRAMES:
     x0_hat = x0_eps(pred.astype(jnp.float32), x_t, alpha, sigma, prediction)[0]
     x0_hat = jnp.where(expand(clean, x0), x0, jnp.clip(x0_hat, -1., 1.))
     per_example = per_example + temporal_weight * jax_flow.temporal_coherence_loss(x0_hat)

@@ -22,6 +22,7 @@ from vidiff.errors import check
 
 _LUMA = (0.299, 0.587, 0.114)
 MIN_COARSE_SIZE = 8  # pixels; no pyramid level is smaller than this
+LOSS_MIN_FRAMES = 3  # temporal_coherence_loss compares consecutive flows: two need 3 frames
 
 
 def num_levels(height: int, width: int, levels: int) -> int:
@@ -83,16 +84,16 @@ def temporal_coherence_loss(x0_hat, along_motion: bool = False, **kwargs):
   trajectories), which is also ~0 inside a translating object.
 
   Args:
-    x0_hat: float [B, T, H, W, 3] in [-1, 1], T >= 3.
+    x0_hat: float [B, T, H, W, 3] in [-1, 1], T >= LOSS_MIN_FRAMES.
     along_motion: compare flows along the motion instead of at the same pixel.
     **kwargs: passed to `pair_flow`.
 
   Returns:
     float32 [B] (pixels^2 per frame^2).
   """
-  check(x0_hat.ndim == 5 and x0_hat.shape[1] >= 3,
-        f'temporal_coherence_loss needs videos [B, T, H, W, 3] with T >= 3, got shape '
-        f'{x0_hat.shape}.')
+  check(x0_hat.ndim == 5 and x0_hat.shape[1] >= LOSS_MIN_FRAMES,
+        f'temporal_coherence_loss needs videos [B, T, H, W, 3] with T >= {LOSS_MIN_FRAMES}, got '
+        f'shape {x0_hat.shape}.')
   flows = flow(x0_hat, **kwargs)  # [B, T-1, H, W, 2]
   prev, nxt = flows[:, :-1], flows[:, 1:]
   if along_motion:
