@@ -146,11 +146,14 @@ def base_config() -> ml_collections.ConfigDict:
       folder=dict(path='', eval_path=''),  # eval_path '': evaluate on the train folder
       tfds=dict(name='', data_dir='', split='train', eval_split=''),
       # travel: the range of the free space a 'constant' object crosses over the video;
+      # motion: 'constant', 'bounce' (reflecting off the walls; bounce_travel: the free space
+      # it crosses over the video) or 'mixed' (each video either, half each);
       # size: the range of an object's bounding-box side, as a fraction of the resolution;
       # supersample: k > 1 renders at k x the resolution and area-averages (anti-aliased edges,
       # motion in 1/k-pixel steps; 1: whole-pixel jumps, `synthetic.render`).
       synthetic=dict(num_videos=100_000, eval_videos=32, length=32, max_objects=1,
-                     motion='constant', travel=(0.5, 0.8), size=(0.25, 0.35), supersample=1),
+                     motion='constant', travel=(0.5, 0.8), bounce_travel=(1.5, 2.5),
+                     size=(0.25, 0.35), supersample=1),
       camera=dict(num_videos=100_000, eval_videos=32, length=32, min_boxes=2, max_boxes=3,
                   travel=8.0),
       # Batches also hold 'depth' [B, T, H, W] in [0, 1] (0 nearest): the ControlNet's control

@@ -6,7 +6,8 @@ Arguments choose the backbone and size: `configs/quickstart.py:unet3d` (default)
 `configs/quickstart.py:st_transformer`, `configs/quickstart.py:unet3d,tiny` (seconds; what the
 tests use); `motion=0` leaves out the recipe that teaches motion from the prompt; `images=0`
 leaves out the joint image-video training that teaches both backbones the shapes (then 1000
-U-Net or 1500 ST-Transformer steps, instead of 2000 or 4000; README "Shapes from images").
+U-Net or 1500 ST-Transformer steps, instead of 2000 or 4000; README "Shapes from images");
+`bounce=1` trains on objects that bounce off the walls, for long videos (docs/long_videos.md).
 Sharded on 8 CPU devices:
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m vidiff.main \
@@ -20,7 +21,8 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, backbone='unet3d', size='quickstart', motion=1, images=-1)
+  args = common.parse_arg(arg, backbone='unet3d', size='quickstart', motion=1, images=-1,
+                          bounce=0)
   if args.images == -1:  # the default: joint image-video training for the quickstart sizes
     args.images = int(args.size == 'quickstart')
   config = common.base_config()
@@ -44,11 +46,14 @@ def get_config(arg: str | None = None):
     config.data.synthetic.update(length=15, travel=(0.25, 0.35))
     config.sample.first_frame = True
     if args.backbone == 'unet3d' and args.size != 'tiny':
-      # Long videos by sliding windows: spliced 8-frame chunks of this U-Net seam (the last
-      # frames of a clip move least, the next chunk's first ones make up for it). 64-frame
-      # videos, `vidiff.sample_bench`: frame-difference ratio at chunk boundaries / inside
-      # 1.70 spliced, 1.33 with trim 3, 1.12 by windows (README, "Sampling and long videos").
+      # Long videos by anchored sliding windows: spliced 8-frame chunks of this U-Net seam
+      # (the last frames of a clip move least, the next chunk's first ones make up for it);
+      # `vidiff.sample_bench` measures both (docs/long_videos.md).
       config.sample.long_mode = 'window'
+    elif args.size != 'tiny':
+      # The ST-Transformer keeps its object best spliced with each chunk's last 3 frames
+      # sampled again by the next one (docs/long_videos.md).
+      config.sample.trim = 3
   # At this budget classifier-free guidance amplifies the model's errors more than the prompt
   # (measured before the recipe above: on 24 prompts, guidance 1 scored color/direction/shape
   # 0.92/0.33/0.38 against 0.92/0.04/0.29 at guidance 3).
@@ -74,6 +79,13 @@ def get_config(arg: str | None = None):
       # steps with 2D rotary positions (README "The quickstart"; 0.25 at 4000 without them).
       config.train.update(num_steps=4000, checkpoint_every=2000)
     config.metrics.every = config.train.num_steps
+  if args.bounce:
+    # Long-video demo data (`bounce=1`, docs/long_videos.md): every object bounces off the
+    # walls, at the speed of the moving ones, so 64- and 128-frame videos keep it in the frame
+    # (prompts 'a red circle bouncing left'). Not the default: on 2000 steps it learns the
+    # direction words worse than the quickstart's data.
+    config.data.synthetic.update(motion='bounce',
+                                 bounce_travel=tuple(config.data.synthetic.travel))
   if args.size == 'tiny':
     config.mesh.cpu_devices = 0
     config.data.resolution = 16

@@ -82,6 +82,18 @@ def test_score_is_perfect_on_ground_truth(resolution, motion):
                                            'all': 1.0}
 
 
+def test_slow_bounces_are_judged_over_their_path():
+  """Bouncing at the quickstart's speed: 8 frames, every 2nd of 15, move about 1 px a frame."""
+  config = SyntheticConfig(resolution=32, length=15, motion='bounce', travel=(0.25, 0.35),
+                           bounce_travel=(0.25, 0.35))
+  ds = SyntheticVideos(40, 2, config)
+  clips = [ds.read(i, np.arange(0, 15, 2))['video'] for i in range(len(ds))]
+  assert score_batch(clips, [ds.caption(i) for i in range(len(ds))])['direction'] == 1.0
+  turned = [np.concatenate([c[:4], c[3::-1]]) for c in clips]  # back from frame 3 on
+  # 9 of the 40 objects are at a wall by frame 3, where turning back is a bounce
+  assert score_batch(turned, [ds.caption(i) for i in range(len(ds))])['direction'] == 9 / 40
+
+
 def test_score_on_short_clips():
   ds = SyntheticVideos(30, 1, SyntheticConfig(resolution=32))
   rng = np.random.default_rng(0)

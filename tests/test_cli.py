@@ -59,6 +59,8 @@ def test_train_sharded_resume_and_sample(tmp_path):
                '--num_frames=6', f'--output={out}', '--steps=3')
   assert result.returncode == 0, result.stderr[-5000:]
   assert out.stat().st_size > 0 and (tmp_path / 'out_grid.png').exists()
+  assert re.search(r"'a blue square moving up' -> \S+out\.gif  object.*; adherence color",
+                   result.stdout), result.stdout  # what the colour tracker sees
 
   image = np.zeros((40, 60, 3), np.uint8)
   image[:, :, 0] = 255
@@ -126,9 +128,9 @@ def test_sample_without_checkpoint(tmp_path):
   assert_one_line_error(result, 'no checkpoint')
 
 
-def test_sample_bench_names_its_seam_rows(tmp_path):
+def test_sample_bench_names_its_rows(tmp_path):
   result = run('vidiff.sample_bench', f'--workdir={tmp_path}', '--rows=splice,windows')
-  assert_one_line_error(result, 'windows', 'splice, freenoise, reconstruction, trim, window')
+  assert_one_line_error(result, 'windows', 'splice, trim, reconstruction, window, unanchored')
 
 
 @pytest.mark.slow

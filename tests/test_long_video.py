@@ -65,6 +65,29 @@ def test_window_fusion_of_a_framewise_denoiser_is_exact():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_anchored_windows_continue_the_clean_estimate_of_the_windows_before():
+  """A denoiser that copies a clean (t = 0) first frame of its window onto the whole window and
+  else returns its input: anchored, windows after the first continue window 0's frame 4."""
+  def denoise(x, t):
+    anchor = (t[:, :1] == 0)[:, :, None, None, None]
+    return jnp.where(anchor, x[:, :1], x), jnp.zeros_like(x)
+
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 2, 2, 3))
+  t = np.ones((2,), np.float32)  # step 0: windows start at 0, 4, 4 (window 8, stride 4)
+  free = long_video.windowed_denoise_fn(denoise, 12, 8, 4, steps=10)(x, t)[0]
+  np.testing.assert_allclose(free, x, atol=1e-6)
+  anchored = long_video.windowed_denoise_fn(denoise, 12, 8, 4, steps=10, anchor=1)
+  anchored = anchored(x, t)[0]
+  np.testing.assert_allclose(anchored[:, :4], x[:, :4], atol=1e-6)  # window 0 alone
+  np.testing.assert_allclose(anchored[:, 8:], np.repeat(x[:, 4:5], 4, axis=1), atol=1e-6)
+
+
+def test_anchors_need_overlapping_windows():
+  denoise = lambda x, t: (x, x)
+  with pytest.raises(UserError, match='overlap of at least 3'):
+    long_video.windowed_denoise_fn(denoise, 12, 8, 6, steps=10, anchor=3)
+
+
 def test_freenoise_reuses_shuffled_earlier_noise():
   noise = np.random.default_rng(0).normal(size=(2, 20, 2, 2, 3)).astype(np.float32)
   out = long_video.freenoise(noise, window=8, stride=4)

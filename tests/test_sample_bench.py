@@ -36,7 +36,7 @@ def test_speed_rows_cover_every_sampler_with_its_model_calls():
   assert [(r['sampler'], r['model_calls']) for r in rows] == [
       ('ddim', 3), ('ddpm', 3), ('euler', 3), ('heun', 5)]
   assert all(r['wall_s'] > 0 and r['forward_ms'] > 0 and r['ratio'] > 0 for r in rows)
-  table = sample_bench.markdown(rows, [], 64, 'cpu')
+  table = sample_bench.markdown(rows, [], 'cpu', 8)
   assert '| heun | 3 | 5 |' in table
 
 
@@ -46,22 +46,34 @@ def test_new_frame_starts_follow_the_chunk_layout():
   assert sample_bench.new_frame_starts(64, 8, 2)[-1] == 62  # the last chunk ends at frame 64
 
 
-def test_seam_rows_cover_every_long_video_mode():
+def test_long_rows_cover_every_mode_and_judge_the_object():
   config = quickstart.get_config('unet3d,tiny')
   setup = train.make_setup(config)
   params = train.init_state(setup).params
-  rows = sample_bench.seam_rows(setup, params, ['a red circle'] * 2, num_frames=10, steps=2,
-                                reconstruction=1., trim=2)
-  assert [r['mode'] for r in rows] == ['splice', 'splice + freenoise',
-                                       'splice + reconstruction guidance 1', 'splice + trim 2',
-                                       'window']
-  assert all(np.isfinite(r['ratio']) and r['wall_s'] > 0 for r in rows)
-  assert '| splice + trim 2 | 1 |' in sample_bench.markdown([], rows, 10, 'cpu')
+  prompts = ['a red circle moving left', 'a blue square bouncing up']
+  names = ('trim', 'window', 'unanchored', 'freenoise')  # splice: tests/test_long_video.py
+  rows = sample_bench.long_rows(setup, params, prompts, lengths=[4, 10], steps=2, names=names,
+                                trim=1)
+  assert [(r['frames'], r['mode']) for r in rows] == [(4, 'one chunk')] + [
+      (10, name) for name in names]
+  for r in rows:  # an untrained model draws no object: nothing persists, nothing adheres
+    assert r['persists'] == 0. and r['all'] == 0. and r['s_per_video'] > 0
+    assert np.isnan(r['seam_ratio'])  # seams are measured on persisting videos only
+  table = sample_bench.markdown([], rows, 'cpu', len(prompts))
+  assert '| 10 | unanchored | 0.00 |' in table and '| 4 | one chunk |' in table
 
 
-def test_seam_variants_are_the_rows_asked_for_in_table_order():
-  rows = sample_bench.seam_variants(('window', 'trim', 'splice'), 2., 3, trim_fits=True)
-  assert rows == [('splice', False, 0., 0), ('splice', False, 0., 3), ('window', False, 0., 0)]
-  assert sample_bench.seam_variants(('trim', 'reconstruction'), 2., 3, trim_fits=False) == [
-      ('splice', False, 2., 0)]
-  assert sample_bench.seam_variants(('trim',), 2., 0, trim_fits=True) == []
+def test_variants_set_the_long_video_options():
+  # A config's own trim (the ST quickstart's) must not leak into the plain splice row.
+  assert sample_bench.variant('splice', 3, 2.) == dict(long_mode='splice', trim=0)
+  assert sample_bench.variant('trim', 3, 2.) == dict(long_mode='splice', trim=3)
+  assert sample_bench.variant('unanchored', 3, 2.) == dict(long_mode='window', anchor=False)
+  assert sample_bench.variant('freenoise', 3, 2.) == dict(long_mode='window', freenoise=True)
+
+
+def test_bench_prompts_bounce_when_the_data_does():
+  config = quickstart.get_config('unet3d,tiny')
+  assert all('moving' in p for p in sample_bench.bench_prompts(config.data, 4, None))
+  config.data.synthetic.motion = 'mixed'
+  assert all('bouncing' in p for p in sample_bench.bench_prompts(config.data, 4, None))
+  assert all('moving' in p for p in sample_bench.bench_prompts(config.data, 4, 'constant'))

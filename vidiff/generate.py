@@ -35,6 +35,8 @@ class Options:
   reconstruction: weight of reconstruction guidance towards known frames (0: give them to the
   model as clean context frames if it was trained with them, else replacement only);
   control_scale: strength of a ControlNet's control stream (0: the base model);
+  anchor: window only, give every window but the first its first frames clean, from the windows
+  before it, if the model was trained with context frames (`anchor_frames`);
   first_frame: sample in two stages, as Emu Video factorizes text-to-video (Girdhar et al. 2023,
   arXiv:2311.10709): a first frame for the prompt, then the video again with that frame given
   clean, which a model trained with context frames continues the way the prompt says. The
@@ -55,6 +57,7 @@ class Options:
   reconstruction: float = 0.0
   control_scale: float = 1.0
   first_frame: bool = False
+  anchor: bool = True
 
   def chunk(self, train_frames: int, frames: int | None = None) -> int:
     """Frames per forward pass for videos of `frames` (default num_frames) sampled frames."""
@@ -68,6 +71,16 @@ class Options:
     if self.long_mode == 'window':
       return chunk // 2
     return min(max(1, chunk // 4), max_context or chunk)
+
+
+def anchor_frames(setup, options: Options, window: int, stride: int) -> int:
+  """Clean frames each sliding window after the first continues: with `options.anchor`, as many
+  as the model learned to continue (`diffusion.context.max_frames`), at most the windows'
+  overlap; 0 without, or for a model trained without context frames."""
+  context = setup.config.diffusion.context
+  if not options.anchor or context.prob <= 0:
+    return 0
+  return min(context.max_frames, window - stride)
 
 
 def overlap_of(setup, options: Options, chunk: int) -> int:
@@ -125,20 +138,20 @@ def sampler_fn(setup, options: Options, window: tuple[int, int] | None = None):
   reconstruction guidance if options.reconstruction > 0, else given to the model clean if it was
   trained with context frames (`diffusion.context.prob` > 0); and by replacement in the state
   at every step in any case.
-  window=(frames, stride): denoise T frames as fused sliding windows of `frames`.
+  window=(frames, stride): denoise T frames as fused sliding windows of `frames` (anchored on
+  clean frames with options.anchor, for a model trained with context frames).
   """
   cfg = setup.config
   sample = samplers.get(options.sampler)
 
   def run(params, tokens, noise, key, known, mask, hint=None):
-    if window is not None:  # the model sees every window of every video as one batch
-      tokens = jnp.tile(tokens, (long_video.window_count(noise.shape[1], *window), 1))
     frames = noise.shape[1]
     schedule = sample_schedule(setup, frames)
     denoise = guided_denoise_fn(setup, params, tokens, options.guidance, hint,
                                 options.control_scale, frames)
     if window is not None:
-      denoise = long_video.windowed_denoise_fn(denoise, noise.shape[1], *window, options.steps)
+      denoise = long_video.windowed_denoise_fn(denoise, noise.shape[1], *window, options.steps,
+                                               anchor=anchor_frames(setup, options, *window))
     if options.reconstruction > 0:
       denoise = long_video.reconstruction_guided(denoise, known, mask, options.reconstruction,
                                                  schedule)
@@ -373,10 +386,12 @@ def write_training_samples(setup, state, workdir, writer) -> dict[str, float]:
 
 
 def training_prompts(cfg) -> list[str]:
-  """`sample.num_prompts` prompts: from the synthetic grammar, or the first held-out captions."""
+  """`sample.num_prompts` prompts: from the synthetic grammar (with the data's motions), or the
+  first held-out captions."""
   n = cfg.sample.num_prompts
   if cfg.data.source == 'synthetic':
     return synthetic.example_prompts(n, seed=cfg.sample.seed,
-                                     max_objects=cfg.data.synthetic.max_objects)
+                                     max_objects=cfg.data.synthetic.max_objects,
+                                     motion=cfg.data.synthetic.motion)
   source = pipeline.make_source(cfg.data, 'eval')
   return [source.caption(i % len(source)) for i in range(n)]

@@ -6,8 +6,10 @@ r"""Samples videos from a trained checkpoint:
 Restores the EMA parameters of the latest checkpoint in DIR/checkpoints with the config saved
 beside them and writes the video (.mp4 or .gif by extension) and a PNG grid of its frames next
 to it. Videos longer than the training clips are spliced from chunks of --chunk_frames frames
-sharing --overlap frames (--long_mode=splice), or fused from sliding windows (--long_mode=window);
---freenoise reschedules the noise for long-range consistency. --init_image fixes the first frame.
+sharing --overlap frames (--long_mode=splice), or fused from sliding windows, each continuing
+clean frames that the windows before it predicted (--long_mode=window; --noanchor: free
+windows); --freenoise reschedules the noise. --init_image fixes the first frame. How long
+videos are judged: docs/long_videos.md.
 A ControlNet workdir (configs/controlnet.py) takes a depth stream: --control=depth.npy (maps
 [T, H, W]) or a video of grey depth maps, and --control_scale (0: the base model); --num_frames
 defaults to the stream's length.
@@ -21,6 +23,7 @@ from vidiff import cli, generate, inference, metric_writer, video_io
 from vidiff.data import depth
 from vidiff.diffusion import samplers
 from vidiff.errors import check
+from vidiff.metrics import persistence
 from vidiff.models import controlnet
 
 FLAGS = flags.FLAGS
@@ -45,6 +48,9 @@ flags.DEFINE_integer('trim', None, 'Splice: the last frames of each chunk that t
                      'samples anew, so it continues frames from inside the chunk before '
                      '(default: config.sample.trim).')
 flags.DEFINE_bool('freenoise', False, 'FreeNoise noise rescheduling for long videos.')
+flags.DEFINE_bool('anchor', True, 'Sliding windows: each window continues a clean frame that '
+                  'the windows before it predicted (models trained with context frames); '
+                  '--noanchor fuses free windows, which lose the object.')
 flags.DEFINE_float('reconstruction', None, 'Reconstruction guidance weight towards known frames '
                    '(chunk overlaps, --init_image); 0 (default): clean context frames.')
 flags.DEFINE_string('init_image', None, 'Image file that becomes the first frame (image-to-video).')
@@ -92,8 +98,9 @@ def main(argv):
       control_scale=FLAGS.control_scale, sampler=FLAGS.sampler, steps=FLAGS.steps,
       guidance=FLAGS.guidance, eta=FLAGS.eta, seed=FLAGS.seed,
       batch_size=min(len(FLAGS.prompt), 8), long_mode=FLAGS.long_mode,
-      chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, trim=FLAGS.trim, freenoise=FLAGS.freenoise,
-      reconstruction=FLAGS.reconstruction, first_frame=FLAGS.first_frame)
+      chunk_frames=FLAGS.chunk_frames, overlap=FLAGS.overlap, trim=FLAGS.trim,
+      freenoise=FLAGS.freenoise, reconstruction=FLAGS.reconstruction,
+      first_frame=FLAGS.first_frame, anchor=FLAGS.anchor)
   generate.plan(setup, options, len(FLAGS.prompt), control,
                 has_init_image=init is not None)  # the flags, before the parameters
   state = inference.restore_state(FLAGS.workdir, setup)
@@ -104,7 +111,21 @@ def main(argv):
     if FLAGS.grid:
       video_io.write_image(path.parent / f'{path.stem}_grid.png',
                            video_io.grid(video_io.upscale(video[None], 64)))
-    metric_writer.say(f'{prompt!r} -> {path}')
+    metric_writer.say(f'{prompt!r} -> {path}' + judged(cfg, video, prompt))
+
+
+def judged(cfg, video, prompt: str) -> str:
+  """'' or, for a model of the synthetic data and a prompt in its grammar, what the colour
+  tracker sees: whether the object persists (or how it failed) and whole-video adherence."""
+  if cfg.data.source != 'synthetic':
+    return ''
+  try:
+    scores = persistence.judge(video, prompt, segment=cfg.data.num_frames)
+  except ValueError:  # not the synthetic grammar
+    return ''
+  failed = [k for k in persistence.FLAGS if scores[k]]
+  return ('  object persists' if not failed else f'  object: {", ".join(failed)}') + (
+      '; adherence ' + ', '.join(f'{k} {scores[k]:.0f}' for k in ('color', 'direction', 'shape')))
 
 
 if __name__ == '__main__':

@@ -57,7 +57,8 @@ def make_source(data_config, split: str):
   spec = synthetic.SyntheticConfig(resolution=data_config.resolution, length=length,
                                    max_objects=cfg.max_objects, motion=cfg.motion,
                                    travel=tuple(cfg.travel), min_size=cfg.size[0],
-                                   max_size=cfg.size[1], supersample=cfg.get('supersample', 1))
+                                   max_size=cfg.size[1], supersample=cfg.get('supersample', 1),
+                                   bounce_travel=tuple(cfg.bounce_travel))
   return synthetic.SyntheticVideos(count, seed, spec)
 
 

@@ -11,8 +11,10 @@ Caption grammar (lower case, single spaces, no punctuation):
   COLOR   := 'red' | 'green' | 'blue' | 'yellow' | 'cyan' | 'magenta'
   SHAPE   := 'circle' | 'square' | 'triangle'
   MOTION  := 'moving'      (config.motion == 'constant': constant velocity, stays in frame)
-           | 'bouncing'    (config.motion == 'bounce': faster, reflects off the walls;
-                            DIRECTION is the direction at frame 0 of the source video)
+           | 'bouncing'    (config.motion == 'bounce': reflects off the walls, at the speed of
+                            `bounce_travel`; DIRECTION is the direction at frame 0 of the
+                            source video)
+  (config.motion == 'mixed': each video is 'constant' or 'bounce' with probability 1/2.)
   DIRECTION := 'left' | 'right' | 'up' | 'down'
 
 e.g. 'a red circle moving left', 'a red circle moving left and a blue square moving up'.
@@ -51,7 +53,7 @@ DIRECTIONS: dict[str, tuple[float, float]] = {
     'up': (0.0, -1.0),
     'down': (0.0, 1.0),
 }
-MOTIONS = ('constant', 'bounce')
+MOTIONS = ('constant', 'bounce')  # of a scene; a config may also say 'mixed'
 FPS = 8.  # nominal frame rate of the rendered videos
 MOTION_WORDS = {'constant': 'moving', 'bounce': 'bouncing'}
 MIN_OBJECT_PIXELS = 4  # smallest sprite side, so shapes stay recognisable
@@ -68,12 +70,14 @@ class SyntheticConfig:
   resolution: int = 32  # H = W
   length: int = 32  # frames in each virtual source video
   max_objects: int = 1  # 1 or 2; with 2, a second object appears with probability 0.5
-  motion: str = 'constant'  # 'constant' | 'bounce'
+  motion: str = 'constant'  # 'constant' | 'bounce' | 'mixed' (each video either, 1/2 each)
   min_size: float = 0.25  # object bounding-box side as a fraction of resolution
   max_size: float = 0.35
   travel: tuple[float, float] = CONSTANT_TRAVEL  # range of the free space a constant motion
   # crosses over the video: the smaller, the less an object's position says where it goes
   supersample: int = 1  # k > 1: rendered at k x the resolution and area-averaged (see `render`)
+  bounce_travel: tuple[float, float] = BOUNCE_TRAVEL  # the same for a bouncing motion (it may
+  # exceed 1: the object reflects off the walls)
 
   def __post_init__(self):
     if not _is_int(self.resolution) or self.resolution < 16:
@@ -83,8 +87,9 @@ class SyntheticConfig:
       raise ValueError(f'SyntheticConfig.length must be an integer >= 2, got {self.length!r}.')
     if self.max_objects not in (1, 2):
       raise ValueError(f'SyntheticConfig.max_objects must be 1 or 2, got {self.max_objects!r}.')
-    if self.motion not in MOTIONS:
-      raise ValueError(f'SyntheticConfig.motion must be one of {MOTIONS}, got {self.motion!r}.')
+    if self.motion not in MOTIONS + ('mixed',):
+      raise ValueError(f'SyntheticConfig.motion must be one of {MOTIONS + ("mixed",)}, got '
+                       f'{self.motion!r}.')
     if not 0 < self.min_size <= self.max_size <= 0.5:
       raise ValueError(f'SyntheticConfig.min_size and max_size must satisfy '
                        f'0 < min_size <= max_size <= 0.5, got min_size={self.min_size!r}, '
@@ -92,6 +97,9 @@ class SyntheticConfig:
     if len(self.travel) != 2 or not 0 < self.travel[0] <= self.travel[1] <= 1:
       raise ValueError(f'SyntheticConfig.travel must be (low, high) with 0 < low <= high <= 1, '
                        f'got {self.travel!r}.')
+    if len(self.bounce_travel) != 2 or not 0 < self.bounce_travel[0] <= self.bounce_travel[1]:
+      raise ValueError(f'SyntheticConfig.bounce_travel must be (low, high) with 0 < low <= high, '
+                       f'got {self.bounce_travel!r}.')
     if not _is_int(self.supersample) or self.supersample < 1:
       raise ValueError(f'SyntheticConfig.supersample must be an integer >= 1, '
                        f'got {self.supersample!r}.')
@@ -149,12 +157,15 @@ def shape_mask(shape: str, height: int, width: int | None = None) -> np.ndarray:
 
 def sample_scene(rng: np.random.Generator, config: SyntheticConfig) -> Scene:
   """Draws the objects of one video from `rng` (see the module docstring for the rules)."""
+  motion = config.motion
+  if motion == 'mixed':
+    motion = 'bounce' if rng.random() < 0.5 else 'constant'
   num_objects = 1 if config.max_objects == 1 else 1 + int(rng.random() < 0.5)
   colors = rng.choice(len(COLORS), size=num_objects, replace=False)
   depths = _sample_depths(rng, num_objects)
   objects = tuple(
-      _sample_object(rng, config, list(COLORS)[c], d) for c, d in zip(colors, depths))
-  return Scene(objects, config.resolution, config.length, config.motion, config.supersample)
+      _sample_object(rng, config, list(COLORS)[c], d, motion) for c, d in zip(colors, depths))
+  return Scene(objects, config.resolution, config.length, motion, config.supersample)
 
 
 def _sample_depths(rng: np.random.Generator, num_objects: int) -> np.ndarray:
@@ -165,17 +176,17 @@ def _sample_depths(rng: np.random.Generator, num_objects: int) -> np.ndarray:
 
 
 def _sample_object(rng: np.random.Generator, config: SyntheticConfig, color: str,
-                   depth: float) -> SceneObject:
+                   depth: float, motion: str) -> SceneObject:
   res, steps = config.resolution, config.length - 1
   shape = SHAPES[rng.integers(len(SHAPES))]
   size = int(round(rng.uniform(config.min_size, config.max_size) * res))
   direction = list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
   free = res - size  # the sprite's top-left corner ranges over [0, free] on each axis
-  if config.motion == 'constant':
+  if motion == 'constant':
     travel = rng.uniform(*config.travel) * free
     room = free - travel  # start so that the whole path stays in [0, free]
   else:
-    travel = rng.uniform(*BOUNCE_TRAVEL) * free
+    travel = rng.uniform(*config.bounce_travel) * free
     room = free - travel * BOUNCE_CLEAR_FRACTION
   ahead = rng.uniform(0, room)  # corner coordinate along the motion, for a positive direction
   across = rng.uniform(0, free)
@@ -188,6 +199,14 @@ def _sample_object(rng: np.random.Generator, config: SyntheticConfig, color: str
       color=color, shape=shape, size=size, depth=float(depth),
       start=(corner[0] + half, corner[1] + half),
       velocity=(dx * travel / steps, dy * travel / steps), direction=direction)
+
+
+def max_speed(config: SyntheticConfig, frame_stride: int = 1) -> float:
+  """The fastest an object of `config` moves, in pixels per sampled frame at `frame_stride`."""
+  travel = {'constant': config.travel[1], 'bounce': config.bounce_travel[1],
+            'mixed': max(config.travel[1], config.bounce_travel[1])}[config.motion]
+  free = config.resolution - round(config.min_size * config.resolution)
+  return travel * free / (config.length - 1) * frame_stride
 
 
 def caption_of(scene: Scene) -> str:
@@ -363,12 +382,17 @@ def example_prompts(n: int, seed: int = 0, max_objects: int = 1,
                     motion: str = 'constant') -> list[str]:
   """Returns `n` distinct captions from the grammar, deterministic in `seed`.
 
-  With max_objects=2, half of them (n // 2) describe two objects of different colours.
+  With max_objects=2, half of them (n // 2) describe two objects of different colours. With
+  motion='mixed', every second one is 'bouncing' (from the prompts of motion='bounce').
   """
   if max_objects not in (1, 2):
     raise ValueError(f'max_objects must be 1 or 2, got {max_objects!r}.')
+  if motion == 'mixed':
+    moving = example_prompts(n - n // 2, seed, max_objects, 'constant')
+    bouncing = example_prompts(n // 2, seed, max_objects, 'bounce')
+    return [p for pair in itertools.zip_longest(moving, bouncing) for p in pair if p]
   if motion not in MOTIONS:
-    raise ValueError(f'motion must be one of {MOTIONS}, got {motion!r}.')
+    raise ValueError(f'motion must be one of {MOTIONS + ("mixed",)}, got {motion!r}.')
   word = MOTION_WORDS[motion]
   singles = [(c, f'a {c} {s} {word} {d}')
              for c, s, d in itertools.product(COLORS, SHAPES, DIRECTIONS)]

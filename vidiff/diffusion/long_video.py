@@ -20,7 +20,12 @@ A model trained on clips of C frames samples N > C frames in one of two ways:
    windows of C frames and the predictions are averaged over the frames they share, weighted
    towards each window's centre (MultiDiffusion / FreeNoise window fusion). Windows shift by one
    frame per step, so their edges never stay on the same frames. One pass over all N frames,
-   no autoregressive drift, every window sees frame positions 0..C-1 as in training.
+   every window sees frame positions 0..C-1 as in training. Anchored (the default for a model
+   trained with context frames), every window but the first also gets its first frames clean
+   (as many as the model learned to continue): the x0 that the windows before it predicted
+   there at this step. Free windows that see no
+   clean frame each draw the object where they like, and their average fades it out and back
+   in elsewhere (`vidiff.sample_bench`'s 'unanchored' row; docs/long_videos.md).
 
 `freenoise` (Qiu et al. 2023, arXiv:2310.15169) reschedules the initial noise so frames beyond the
 first window reuse shuffled copies of earlier noise: long-range content stays consistent.
@@ -151,33 +156,54 @@ def window_weights(window: int):
   return jnp.minimum(f + 1, window - f).astype(jnp.float32)
 
 
-def windowed_denoise_fn(denoise_fn, num_frames: int, window: int, stride: int, steps: int):
-  """A denoise_fn over [B, num_frames, ...] built from one over [count * B, window, ...]
-  windows (window j of every video, then window j + 1, ...; count = `window_count`).
+def windowed_denoise_fn(denoise_fn, num_frames: int, window: int, stride: int, steps: int,
+                        anchor: int = 0):
+  """A denoise_fn over [B, num_frames, ...] built from one over [B, window, ...] windows, which
+  it runs one after another (a `lax.scan`: one compiled model call for any number of them).
 
   At sampler step i (recovered from t on the `steps` grid) the windows are shifted back by
   i mod stride frames; x0 and eps are averaged over windows with `window_weights` (both are
   linear in x_t, so x_t = alpha x0 + sigma eps still holds). t: [B] or per frame [B, frames].
+  anchor > 0: every window but the first gets its first `anchor` frames clean (time 0), the
+  average of the x0 the windows before it predicted for them at this step, as a model trained
+  with clean context frames (`diffusion.context`) learned to continue; their own predictions
+  are left out of the average. Without it, windows that see no clean frame draw the object
+  where they like, and averaging their disagreeing predictions fades it out. Needs
+  anchor <= window - stride, so that the windows before cover those frames.
   """
   check(0 < stride <= window <= num_frames,
         f'sliding windows need 0 < stride={stride} <= window={window} <= num_frames={num_frames}.')
+  check(0 <= anchor <= window - stride,
+        f'anchor={anchor} clean frames per window need an overlap of at least {anchor} frames '
+        f'between windows (window={window}, stride={stride}).')
   weights = window_weights(window)[None, :, None, None, None]
+  take = lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, window, axis=1)
 
   def denoise(x, t):
     step = jnp.round((1. - jnp.max(t)) * steps).astype(jnp.int32)
     starts = window_starts(num_frames, window, stride, step % stride)
-    take = lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, window, axis=1)
-    windows = jnp.concatenate([take(x, s) for s in starts])  # [count * B, window, ...]
-    t_windows = (jnp.concatenate([take(t, s) for s in starts]) if t.ndim == 2
-                 else jnp.tile(t, starts.shape[0]))
-    x0, eps = denoise_fn(windows, t_windows)
-    count = starts.shape[0]
-    sums = [jnp.zeros(x.shape, jnp.float32) for _ in range(3)]
-    for i, (a, b) in enumerate(zip(jnp.split(x0, count), jnp.split(eps, count))):
-      add = lambda total, value: jax.lax.dynamic_update_slice_in_dim(
-          total, take(total, starts[i]) + weights * value, starts[i], axis=1)
-      sums = [add(sums[0], a), add(sums[1], b), add(sums[2], jnp.ones_like(a))]
-    return (sums[0] / sums[2]).astype(x.dtype), (sums[1] / sums[2]).astype(x.dtype)
+    t = t if t.ndim == 2 else jnp.broadcast_to(t[:, None], x.shape[:2])
+
+    def add(sums, start):
+      x0_sum, eps_sum, weight_sum = sums
+      frames, times, w = take(x, start), take(t, start), weights
+      if anchor:  # the first frames: clean, from the windows before (none before the first)
+        seen = take(weight_sum, start)[:, :anchor]
+        on = (start > 0) & jnp.all(seen > 0)
+        estimate = take(x0_sum, start)[:, :anchor] / jnp.maximum(seen, 1e-12)
+        frames = frames.at[:, :anchor].set(
+            jnp.where(on, estimate, frames[:, :anchor]).astype(x.dtype))
+        times = times.at[:, :anchor].set(jnp.where(on, 0., times[:, :anchor]))
+        w = w.at[:, :anchor].set(jnp.where(on, 0., w[:, :anchor]))
+      x0, eps = denoise_fn(frames, times)
+      put = lambda total, value: jax.lax.dynamic_update_slice_in_dim(
+          total, take(total, start) + w * value, start, axis=1)
+      return (put(x0_sum, x0), put(eps_sum, eps), put(weight_sum, jnp.ones_like(w))), None
+
+    zeros = jnp.zeros(x.shape, jnp.float32)
+    init = (zeros, zeros, jnp.zeros((1, num_frames, 1, 1, 1), jnp.float32))
+    x0_sum, eps_sum, weight_sum = jax.lax.scan(add, init, starts)[0]
+    return (x0_sum / weight_sum).astype(x.dtype), (eps_sum / weight_sum).astype(x.dtype)
   return denoise
 
 

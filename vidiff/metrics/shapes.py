@@ -81,13 +81,19 @@ def templates(side: int) -> tuple[np.ndarray, ...]:
 def shape_of(level: np.ndarray) -> str:
   """The shape of SHAPES whose templates best match the largest blob of float [H,W] `level`
   (an object's colour level in [0, 1]; a bool mask works too). Raises on an empty frame."""
+  return SHAPES[int(np.argmax(shape_scores(level)))]
+
+
+def shape_scores(level: np.ndarray) -> np.ndarray:
+  """float [len(SHAPES)]: the best template correlation of each shape with the largest blob of
+  float [H,W] `level` (all equal for a uniform crop, which has no shape to tell). Raises on an
+  empty frame."""
   level = np.asarray(level, np.float32)
   blob = largest_blob(level >= MIN_LEVEL)
   if blob is None:
     raise ValueError(f'shape_of needs a frame with at least one pixel at level >= {MIN_LEVEL}.')
   found = descriptor(level, blob)
-  if found is None:  # a uniform crop (a blob filling the whole frame): no shape to tell
-    return SHAPES[0]
+  if found is None:  # a blob filling the whole frame
+    return np.zeros(len(SHAPES))
   side = int(max(blob.any(axis=1).sum(), blob.any(axis=0).sum()))
-  scores = [float(np.max(t @ found)) for t in templates(side)]
-  return SHAPES[int(np.argmax(scores))]
+  return np.array([float(np.max(t @ found)) for t in templates(side)])
