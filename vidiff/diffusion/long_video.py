@@ -23,9 +23,9 @@ A model trained on clips of C frames samples N > C frames in one of two ways:
    every window sees frame positions 0..C-1 as in training. Anchored (the default for a model
    trained with context frames), every window but the first also gets its first frames clean
    (as many as the model learned to continue): the x0 that the windows before it predicted
-   there at this step. Free windows that see no
-   clean frame each draw the object where they like, and their average fades it out and back
-   in elsewhere (`vidiff.sample_bench`'s 'unanchored' row; docs/long_videos.md).
+   there at this step. Free windows that see no clean frame each draw the object where they
+   like, and their average fades it out and back in elsewhere (`vidiff.sample_bench`'s
+   'unanchored' row; docs/long_videos.md).
 
 `freenoise` (Qiu et al. 2023, arXiv:2310.15169) reschedules the initial noise so frames beyond the
 first window reuse shuffled copies of earlier noise: long-range content stays consistent.

@@ -83,7 +83,7 @@ def track_object(video: np.ndarray, caption: str) -> Track:
   median = lambda a: float(np.median(a[visible])) if visible.any() else 0.
   present = visible & (mass >= FAINT * median(mass)) & (peak >= DIM * median(peak))
   prompted = {list(COLORS).index(o['color']) for o in objects}
-  others = [adherence.centroids_and_areas(adherence.main_blobs(adherence.level_mask(levels[j])))[1]
+  others = [adherence.main_blobs(adherence.level_mask(levels[j])).sum(axis=(1, 2))
             for j in range(len(COLORS)) if j not in prompted]
   other_area = np.max(others, axis=0) if others else np.zeros(t, np.int64)
   return Track(present, np.where(present[:, None], centroids, np.nan),
@@ -95,7 +95,7 @@ def flags(track: Track, segment: int, max_speed: float | None = None) -> dict[st
   """{flag: raised} for FLAGS (module docstring). max_speed: the fastest the object may move,
   in pixels per frame (default: twice its median move); a move beyond it plus TELEPORT_SLACK of
   the resolution is a teleport."""
-  present, t = track.present, len(track.present)
+  present = track.present
   resolution = max(track.level.shape[1:])
   shown = np.flatnonzero(present)
   vanish = bool(len(shown)) and (shown[0] > 0 or not present[shown[0]:shown[-1] + 1].all())
